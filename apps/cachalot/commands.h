@@ -1,0 +1,13 @@
+// Each subcommand of `cachalot` registers itself on the CLI11 app; its callback runs the
+// command and throws cachalot::Error on failure (main turns that into one line on stderr).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace cachalot::cli {
+
+void add_version_command(CLI::App& app);
+void add_inspect_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
+
+}  // namespace cachalot::cli

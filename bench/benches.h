@@ -1,0 +1,27 @@
+// The benchmarks behind `cachalot bench <what>`. Each measures cachalot and a peer in the same
+// run (never a hard-coded figure) and reports both with their ratio.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "bench/bench_report.h"
+
+namespace cachalot::bench {
+
+struct Options {
+  bool quick = false;  // fewer repeats and sizes: a smoke run for demos and tests
+};
+
+struct Bench {
+  std::string name;
+  std::string description;
+  void (*run)(const Options&, Reporter&);
+};
+
+const std::vector<Bench>& all_benches();
+
+void run_threadpool(const Options& options, Reporter& reporter);
+void run_convert(const Options& options, Reporter& reporter);
+
+}  // namespace cachalot::bench

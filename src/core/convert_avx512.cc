@@ -1,0 +1,166 @@
+// AVX-512 bulk conversions. Every kernel handles 16 elements per step and the tail with masked
+// loads and stores, so there is no scalar remainder loop to keep in sync with the vector code.
+#include <immintrin.h>
+
+#include "core/convert.h"
+#include "core/isa.h"
+
+CACHALOT_AVX512_BEGIN
+namespace cachalot::convert_kernels::avx512 {
+namespace {
+
+inline __mmask16 tail_mask(size_t remaining) {
+  return remaining >= 16 ? __mmask16(0xffff) : __mmask16((1u << remaining) - 1);
+}
+
+// float32 -> 8-bit float, round to nearest even, saturating, on 16 lanes of 32-bit codes.
+// Mirrors float_formats.cc's encode(): normal results from the rounded float32 bits, subnormal
+// results from an exact power-of-two scaling rounded by vrndscaleps.
+template <int kMantissaBits, int kBias, uint32_t kMaxFiniteCode, uint32_t kNanCode, bool kInfToInf>
+inline __m128i encode_fp8(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i sign = _mm512_and_si512(_mm512_srli_epi32(u, 24), _mm512_set1_epi32(0x80));
+  const __m512i abs_bits = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+  constexpr int kShift = 23 - kMantissaBits;
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(abs_bits, kShift), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(
+      abs_bits, _mm512_add_epi32(_mm512_set1_epi32((1 << (kShift - 1)) - 1), lsb));
+  __m512i code = _mm512_sub_epi32(_mm512_srli_epi32(rounded, kShift),
+                                  _mm512_set1_epi32((127 - kBias) << kMantissaBits));
+  code = _mm512_min_epu32(code, _mm512_set1_epi32(kMaxFiniteCode));
+  // Subnormal results: |x| < 2^(1-bias).
+  const __mmask16 subnormal =
+      _mm512_cmplt_epu32_mask(abs_bits, _mm512_set1_epi32((127 + 1 - kBias) << 23));
+  const __m512 scaled = _mm512_mul_ps(_mm512_castsi512_ps(abs_bits),
+                                      _mm512_set1_ps(float(1u << (kMantissaBits + kBias - 1))));
+  const __m512i sub_code = _mm512_cvtps_epi32(
+      _mm512_roundscale_ps(scaled, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  code = _mm512_mask_mov_epi32(code, subnormal, sub_code);
+  if constexpr (kInfToInf) {
+    const __mmask16 inf = _mm512_cmpeq_epi32_mask(abs_bits, _mm512_set1_epi32(0x7f800000));
+    code = _mm512_mask_mov_epi32(code, inf, _mm512_set1_epi32(kMaxFiniteCode + 1));
+  }
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(abs_bits, _mm512_set1_epi32(0x7f800000));
+  code = _mm512_mask_mov_epi32(code, nan, _mm512_set1_epi32(kNanCode));
+  return _mm512_cvtepi32_epi8(_mm512_or_si512(code, sign));
+}
+
+template <typename Code, int kMantissaBits, int kBias, uint32_t kMaxFiniteCode, uint32_t kNanCode,
+          bool kInfToInf>
+void encode_fp8_loop(const float* src, Code* dst, size_t n) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 x = _mm512_maskz_loadu_ps(m, src + i);
+    const __m128i codes = encode_fp8<kMantissaBits, kBias, kMaxFiniteCode, kNanCode, kInfToInf>(x);
+    _mm_mask_storeu_epi8(reinterpret_cast<uint8_t*>(dst) + i, m, codes);
+  }
+}
+
+// E4M3 -> float32: place the 7 magnitude bits at the top of a float32's exponent/mantissa
+// and multiply by 2^(127-7); the float32 denormal this makes for E4M3 subnormals scales exactly.
+inline __m512 decode_e4m3(__m128i bytes) {
+  const __m512i x = _mm512_cvtepu8_epi32(bytes);
+  const __m512i magnitude = _mm512_and_si512(x, _mm512_set1_epi32(0x7f));
+  __m512 value = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(magnitude, 20)),
+                               _mm512_set1_ps(0x1p120f));
+  const __mmask16 nan = _mm512_cmpeq_epi32_mask(magnitude, _mm512_set1_epi32(0x7f));
+  value = _mm512_mask_mov_ps(value, nan, _mm512_set1_ps(__builtin_nanf("")));
+  const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24);
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(value), sign));
+}
+
+// float32 -> BF16 by integer rounding, matching float_to_bf16 exactly (vcvtneps2bf16 would
+// flush float32 denormals to zero).
+inline __m256i encode_bf16(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+  return _mm512_cvtepi32_epi16(r);
+}
+
+inline __m512 decode_bf16(__m256i halfwords) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halfwords), 16));
+}
+
+}  // namespace
+
+void convert(const float* src, bf16* dst, size_t n) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm256_mask_storeu_epi16(dst + i, m, encode_bf16(_mm512_maskz_loadu_ps(m, src + i)));
+  }
+}
+
+void convert(const bf16* src, float* dst, size_t n) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(dst + i, m, decode_bf16(_mm256_maskz_loadu_epi16(m, src + i)));
+  }
+}
+
+void convert(const float* src, fp16* dst, size_t n) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_mask_storeu_epi16(dst + i, m, h);
+  }
+}
+
+void convert(const fp16* src, float* dst, size_t n) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i)));
+  }
+}
+
+void convert(const float* src, fp8_e4m3* dst, size_t n) {
+  encode_fp8_loop<fp8_e4m3, 3, 7, 0x7e, 0x7f, false>(src, dst, n);
+}
+
+void convert(const float* src, fp8_e5m2* dst, size_t n) {
+  encode_fp8_loop<fp8_e5m2, 2, 15, 0x7b, 0x7e, true>(src, dst, n);
+}
+
+void convert(const fp8_e4m3* src, float* dst, size_t n) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(dst + i, m, decode_e4m3(_mm_maskz_loadu_epi8(m, src + i)));
+  }
+}
+
+void convert(const fp8_e4m3* src, bf16* dst, size_t n) {
+  // Table lookup: the BF16 code of each of the 128 E4M3 magnitudes lives in four registers;
+  // vpermi2w picks from two of them by the low 6 bits, bit 6 chooses the pair, and the sign
+  // bit moves from bit 7 to bit 15. Every E4M3 value is exact in BF16.
+  alignas(64) uint16_t table[128];
+  for (int code = 0; code < 128; ++code)
+    table[code] = float_to_bf16(fp8_e4m3_to_float(fp8_e4m3{static_cast<uint8_t>(code)})).bits;
+  const __m512i t0 = _mm512_load_si512(table), t1 = _mm512_load_si512(table + 32);
+  const __m512i t2 = _mm512_load_si512(table + 64), t3 = _mm512_load_si512(table + 96);
+  for (size_t i = 0; i < n; i += 32) {
+    const __mmask32 m = n - i >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << (n - i)) - 1);
+    const __m512i x = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, src + i));
+    const __m512i low = _mm512_permutex2var_epi16(t0, x, t1);   // magnitudes 0..63
+    const __m512i high = _mm512_permutex2var_epi16(t2, x, t3);  // magnitudes 64..127
+    const __mmask32 upper = _mm512_test_epi16_mask(x, _mm512_set1_epi16(0x40));
+    const __m512i magnitude = _mm512_mask_mov_epi16(low, upper, high);
+    const __m512i sign = _mm512_slli_epi16(_mm512_and_si512(x, _mm512_set1_epi16(0x80)), 8);
+    _mm512_mask_storeu_epi16(dst + i, m, _mm512_or_si512(magnitude, sign));
+  }
+}
+
+void convert(const fp8_e5m2* src, float* dst, size_t n) {
+  // E5M2 is the top byte of an FP16: widen, shift, and let vcvtph2ps decode (inf/NaN included).
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m256i h = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(m, src + i)), 8);
+    _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(h));
+  }
+}
+
+}  // namespace cachalot::convert_kernels::avx512
+CACHALOT_AVX512_END

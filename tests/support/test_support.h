@@ -1,0 +1,45 @@
+// Helpers shared by the test suites: where the shared fixtures are, scratch folders, and
+// running the cachalot binary for end-to-end tests.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace cachalot::testing {
+
+// ../shared/fixtures beside the checkout (CACHALOT_FIXTURES overrides).
+std::string fixtures_dir();
+// fixtures_dir()/name if it exists, else "" (callers GTEST_SKIP with a message).
+std::string fixture_path(const std::string& name);
+
+#define CACHALOT_REQUIRE_FIXTURE(var, name)                                                  \
+  const std::string var = ::cachalot::testing::fixture_path(name);                          \
+  if (var.empty()) GTEST_SKIP() << "fixture " << (name) << " not found under "              \
+                               << ::cachalot::testing::fixtures_dir() << " (set CACHALOT_FIXTURES)"
+
+// A fresh folder removed with its contents when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs the built cachalot binary with args (no shell), capturing stdout and stderr.
+CommandResult run_cachalot(const std::vector<std::string>& args);
+
+}  // namespace cachalot::testing
