@@ -7,6 +7,7 @@
 #include "bench/benches.h"
 #include "core/convert.h"
 #include "core/isa.h"
+#include "core/trace.h"
 
 namespace cachalot::bench {
 namespace {
@@ -14,6 +15,7 @@ namespace {
 template <typename Src, typename Dst>
 void bench_one(const std::string& name, const std::vector<Src>& src, std::vector<Dst>& dst, int repeats,
                Reporter& reporter) {
+  trace::Span span("convert " + name, "bench");
   const size_t n = src.size();
   const double bytes = static_cast<double>(n) * (sizeof(Src) + sizeof(Dst));
   std::vector<char> a(n * sizeof(Src)), b(n * sizeof(Src));

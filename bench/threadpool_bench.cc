@@ -10,6 +10,7 @@
 
 #include "bench/benches.h"
 #include "core/thread_pool.h"
+#include "core/trace.h"
 
 namespace cachalot::bench {
 namespace {
@@ -48,6 +49,7 @@ void run_threadpool(const Options& options, Reporter& reporter) {
   };
   for (const Case& c : cases) {
     const std::string name = c.name + " threads=" + std::to_string(threads);
+    trace::Span span("threadpool " + name, "bench");
     settle();
     const double ours = median_ns(
         [&] {

@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -26,6 +28,34 @@ nlohmann::json read_config(const std::string& dir) {
   }
 }
 
+// "model.layers.2.x" before "model.layers.10.x": runs of digits compare as numbers.
+bool natural_less(const std::string& a, const std::string& b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (std::isdigit(static_cast<unsigned char>(a[i])) && std::isdigit(static_cast<unsigned char>(b[j]))) {
+      size_t ie = i, je = j;
+      while (ie < a.size() && std::isdigit(static_cast<unsigned char>(a[ie]))) ++ie;
+      while (je < b.size() && std::isdigit(static_cast<unsigned char>(b[je]))) ++je;
+      const std::string_view da(a.data() + i, ie - i), db(b.data() + j, je - j);
+      const auto strip = [](std::string_view d) { return d.substr(std::min(d.find_first_not_of('0'), d.size())); };
+      const std::string_view na = strip(da), nb = strip(db);
+      if (na.size() != nb.size()) return na.size() < nb.size();
+      if (na != nb) return na < nb;
+      i = ie, j = je;
+      continue;
+    }
+    if (a[i] != b[j]) return a[i] < b[j];
+    ++i, ++j;
+  }
+  return a.size() - i < b.size() - j;
+}
+
+std::vector<std::string> sorted_names(const Checkpoint& ckpt) {
+  std::vector<std::string> names = ckpt.tensor_names();
+  std::stable_sort(names.begin(), names.end(), natural_less);
+  return names;
+}
+
 std::string human_bytes(uint64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = static_cast<double>(bytes);
@@ -44,9 +74,10 @@ void print_text(const Checkpoint& ckpt, const nlohmann::json& config) {
   }
   std::map<std::string, std::pair<size_t, uint64_t>> by_dtype;
   size_t width = 6;
-  for (const auto& name : ckpt.tensor_names()) width = std::max(width, name.size());
+  const std::vector<std::string> names = sorted_names(ckpt);
+  for (const auto& name : names) width = std::max(width, name.size());
   fmt::print("\n{:<{}}  {:<8} {:<20} {:>12}  {}\n", "tensor", width, "dtype", "shape", "bytes", "shard");
-  for (const auto& name : ckpt.tensor_names()) {
+  for (const auto& name : names) {
     const TensorInfo& t = ckpt.info(name);
     const std::string dtype(dtype_name(t.dtype));
     fmt::print("{:<{}}  {:<8} {:<20} {:>12}  {}\n", name, width, dtype, t.shape.to_string(), t.nbytes,
@@ -61,7 +92,7 @@ void print_text(const Checkpoint& ckpt, const nlohmann::json& config) {
 
 void print_json(const Checkpoint& ckpt, const nlohmann::json& config) {
   nlohmann::json tensors = nlohmann::json::array();
-  for (const auto& name : ckpt.tensor_names()) {
+  for (const auto& name : sorted_names(ckpt)) {
     const TensorInfo& t = ckpt.info(name);
     tensors.push_back({{"name", name},
                        {"dtype", dtype_name(t.dtype)},

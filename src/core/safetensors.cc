@@ -140,7 +140,11 @@ Tensor SafetensorsFile::tensor(std::string_view name) const {
 }
 
 Tensor SafetensorsFile::tensor(const TensorInfo& info) const {
-  return Tensor::view(file_->data() + info.data_offset, info.dtype, info.shape, file_);
+  const Tensor view = Tensor::view(file_->data() + info.data_offset, info.dtype, info.shape, file_);
+  // The format does not promise alignment; typed access to a misaligned element is undefined
+  // behaviour, so such a tensor is copied once into aligned memory.
+  if (reinterpret_cast<uintptr_t>(view.raw_data()) % dtype_size(info.dtype) != 0) return view.clone();
+  return view;
 }
 
 Checkpoint Checkpoint::open(const std::string& path) {
@@ -252,9 +256,17 @@ void SafetensorsWriter::add(std::string name, Tensor tensor) {
 }
 
 uint64_t SafetensorsWriter::write(const std::string& path) const {
+  // Largest elements first: with the 8-byte-aligned data start, every tensor is then aligned
+  // to its element size (the reference writer orders the same way).
+  std::vector<const std::pair<std::string, Tensor>*> order;
+  for (const auto& entry : tensors_) order.push_back(&entry);
+  std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
+    return a->second.element_size() > b->second.element_size();
+  });
   json header = json::object();
   uint64_t offset = 0;
-  for (const auto& [name, t] : tensors_) {
+  for (const auto* entry : order) {
+    const auto& [name, t] = *entry;
     header[name] = {{"dtype", dtype_name(t.dtype())},
                     {"shape", std::vector<int64_t>(t.shape().begin(), t.shape().end())},
                     {"data_offsets", {offset, offset + t.nbytes()}}};
@@ -269,7 +281,8 @@ uint64_t SafetensorsWriter::write(const std::string& path) const {
   for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
   out.write(length, sizeof(length));
   out.write(text);
-  for (const auto& [name, t] : tensors_) {
+  for (const auto* entry : order) {
+    const Tensor& t = entry->second;
     if (t.is_contiguous()) {
       out.write(t.raw_data(), t.nbytes());
     } else {

@@ -39,7 +39,8 @@ class SafetensorsFile {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(std::string_view name) const;
   bool contains(std::string_view name) const { return find(name) != nullptr; }
-  // A read-only view into the mapping; throws kNotFound naming the file.
+  // A read-only view into the mapping (an aligned copy if the file misaligns the tensor's
+  // data for its element size); throws kNotFound naming the file.
   Tensor tensor(std::string_view name) const;
   Tensor tensor(const TensorInfo& info) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -79,8 +80,8 @@ class Checkpoint {
   std::map<std::string, Location, std::less<>> location_;
 };
 
-// Writes tensors (any strides; written contiguous) in the order added. The header is padded
-// to a multiple of 8 bytes so data starts aligned, as the reference writer does.
+// Writes tensors (any strides; written contiguous), largest element size first, with the
+// header padded to a multiple of 8 bytes: every tensor's data is aligned to its element size.
 class SafetensorsWriter {
  public:
   void add(std::string name, Tensor tensor);

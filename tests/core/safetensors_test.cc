@@ -86,6 +86,35 @@ TEST(Safetensors, WriterAndReaderRoundTripEveryDtype) {
   EXPECT_THROW(dup.add("x", originals[0]), Error);
 }
 
+TEST(Safetensors, WrittenTensorsAreAlignedAndMisalignedOnesAreCopied) {
+  testing::TempDir dir;
+  SafetensorsWriter w;
+  w.add("byte", Tensor::zeros(DType::kU8, {3}));
+  w.add("word", Tensor::zeros(DType::kI32, {2}));
+  w.add("half", Tensor::zeros(DType::kBF16, {1}));
+  w.add("wide", Tensor::zeros(DType::kF64, {1}));
+  w.write(dir.file("w.safetensors"));
+  const SafetensorsFile written = SafetensorsFile::open(dir.file("w.safetensors"));
+  for (const auto& t : written.tensors()) EXPECT_EQ(t.data_offset % dtype_size(t.dtype), 0u) << t.name;
+
+  // A file (valid by the format) whose I32 tensor starts at an odd offset.
+  std::string header = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                       "\"b\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[1,5]}}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  const std::string p = dir.file("odd.safetensors");
+  {
+    std::ofstream out(p, std::ios::binary);
+    for (int i = 0; i < 8; ++i) out.put(static_cast<char>(static_cast<uint64_t>(header.size()) >> (8 * i)));
+    out << header;
+    const char data[5] = {7, 0x2a, 0, 0, 0};
+    out.write(data, 5);
+  }
+  const SafetensorsFile odd = SafetensorsFile::open(p);
+  const Tensor b = odd.tensor("b");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b.raw_data()) % 4, 0u);
+  EXPECT_EQ(b.at<int32_t>(0), 42);
+}
+
 TEST(Safetensors, TensorViewsOutliveTheFileObject) {
   testing::TempDir dir;
   Tensor t = Tensor::empty(DType::kF32, {4});
