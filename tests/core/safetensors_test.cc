@@ -46,7 +46,7 @@ TEST(Safetensors, WriterAndReaderRoundTripEveryDtype) {
     Tensor t = Tensor::empty(d, {3, 5});
     auto* bytes = static_cast<uint8_t*>(t.mutable_raw_data());
     for (size_t i = 0; i < t.nbytes(); ++i) bytes[i] = static_cast<uint8_t>(i * 7 + k);
-    writer.add("t" + std::to_string(k++), t);
+    writer.add(std::string("t").append(std::to_string(k++)), t);
     originals.push_back(t);
   }
   Tensor base = Tensor::empty(DType::kI32, {4, 3});
@@ -143,42 +143,38 @@ TEST(Safetensors, RejectsCorruptHeaders) {
   expect_corrupt(p, "exceeds");
   write_raw(p, "{}", 0, 1000);
   expect_corrupt(p, "truncated: the header says 1000 bytes");
-  write_raw(p, "{\"w\": [1,", 0);
-  expect_corrupt(p, "not valid JSON");
-  write_raw(p, "[1, 2]", 0);
-  expect_corrupt(p, "not a JSON object");
-  write_raw(p, "{\"w\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
-  expect_corrupt(p, "\"dtype\"");
-  write_raw(p, entry("F4", "[1]", "[0,4]"), 4);
-  expect_corrupt(p, "unsupported dtype \"F4\"");
-  write_raw(p, entry("F32", "[-1]", "[0,4]"), 4);
-  expect_corrupt(p, "not a non-negative integer");
-  write_raw(p, entry("F32", "7", "[0,4]"), 4);
-  expect_corrupt(p, "\"shape\"");
-  write_raw(p, entry("F32", "[1]", "[4,0]"), 4);
-  expect_corrupt(p, "run backwards");
-  write_raw(p, entry("F32", "[2]", "[0,4]"), 4);
-  expect_corrupt(p, "needs 8 bytes but data_offsets [0, 4] hold 4");
-  write_raw(p, entry("F32", "[1]", "[0]"), 4);
-  expect_corrupt(p, "data_offsets");
-  write_raw(p, entry("F32", "[1]", "[0,-4]"), 4);
-  expect_corrupt(p, "non-negative");
-  write_raw(p, entry("F32", "[4294967296,4294967296,4294967296]", "[0,4]"), 4);
-  expect_corrupt(p, "overflows");
-  write_raw(p, entry("F32", "[4]", "[0,16]"), 10);
-  expect_corrupt(p, "truncated: tensor 'w' needs bytes [0, 16)");
-  write_raw(p, entry("F32", "[1]", "[0,4]"), 6);
-  expect_corrupt(p, "2 bytes after the last tensor");
-  write_raw(p, "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
-               "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[2,6]}}", 6);
-  expect_corrupt(p, "overlap");
-  write_raw(p, "{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]},"
-               "\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[4,6]}}", 6);
-  expect_corrupt(p, "2 unused bytes before tensor 'b'");
-  write_raw(p, "{\"__metadata__\":{\"k\":1}}", 0);
-  expect_corrupt(p, "metadata \"k\" is not a string");
-  write_raw(p, "{\"w\":5}", 0);
-  expect_corrupt(p, "not an object");
+
+  struct Case {
+    std::string header;
+    size_t data_bytes;
+    std::string needle;  // what the error must say
+  };
+  const std::vector<Case> cases = {
+      {"{\"w\": [1,", 0, "not valid JSON"},
+      {"[1, 2]", 0, "not a JSON object"},
+      {"{\"w\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "\"dtype\""},
+      {entry("F4", "[1]", "[0,4]"), 4, "unsupported dtype \"F4\""},
+      {entry("F32", "[-1]", "[0,4]"), 4, "not a non-negative integer"},
+      {entry("F32", "7", "[0,4]"), 4, "\"shape\""},
+      {entry("F32", "[1]", "[4,0]"), 4, "run backwards"},
+      {entry("F32", "[2]", "[0,4]"), 4, "needs 8 bytes but data_offsets [0, 4] hold 4"},
+      {entry("F32", "[1]", "[0]"), 4, "data_offsets"},
+      {entry("F32", "[1]", "[0,-4]"), 4, "non-negative"},
+      {entry("F32", "[4294967296,4294967296,4294967296]", "[0,4]"), 4, "overflows"},
+      {entry("F32", "[4]", "[0,16]"), 10, "truncated: tensor 'w' needs bytes [0, 16)"},
+      {entry("F32", "[1]", "[0,4]"), 6, "2 bytes after the last tensor"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+       "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[2,6]}}", 6, "overlap"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]},"
+       "\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[4,6]}}", 6, "2 unused bytes before tensor 'b'"},
+      {"{\"__metadata__\":{\"k\":1}}", 0, "metadata \"k\" is not a string"},
+      {"{\"w\":5}", 0, "not an object"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.header);
+    write_raw(p, c.header, c.data_bytes);
+    expect_corrupt(p, c.needle);
+  }
 
   // An empty file set is fine: no tensors, no data.
   write_raw(p, "{}", 0);
@@ -291,10 +287,8 @@ TEST(Checkpoint, ReportsBrokenFoldersByName) {
 TEST(Checkpoint, TruncatedShardOfTheFixtureNamesTheFile) {
   CACHALOT_REQUIRE_FIXTURE(fixture, "tiny-dsv3");
   testing::TempDir dir;
-  for (const auto& entry : fs::directory_iterator(fixture))
-    fs::copy_file(entry.path(), dir.file(entry.path().filename().string()));
+  testing::copy_folder(fixture, dir);
   const std::string shard = dir.file("model-00001-of-00002.safetensors");
-  fs::permissions(shard, fs::perms::owner_write, fs::perm_options::add);
   fs::resize_file(shard, fs::file_size(shard) - 1000);
   expect_checkpoint_error(dir.path(), "model-00001-of-00002.safetensors: truncated");
 }

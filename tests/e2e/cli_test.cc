@@ -79,10 +79,8 @@ TEST(Cli, InspectListsEveryTensorOfTheFixture) {
 TEST(Cli, InspectOfATruncatedShardNamesTheFile) {
   CACHALOT_REQUIRE_FIXTURE(fixture, "tiny-dsv3");
   testing::TempDir dir;
-  for (const auto& entry : fs::directory_iterator(fixture))
-    fs::copy_file(entry.path(), dir.file(entry.path().filename().string()));
+  testing::copy_folder(fixture, dir);
   const std::string shard = dir.file("model-00002-of-00002.safetensors");
-  fs::permissions(shard, fs::perms::owner_write, fs::perm_options::add);
   fs::resize_file(shard, fs::file_size(shard) / 2);
   const auto r = run_cachalot({"inspect", dir.path()});
   EXPECT_EQ(r.exit_code, 1);

@@ -35,6 +35,15 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+void copy_folder(const std::string& from, const TempDir& to) {
+  namespace fs = std::filesystem;
+  for (const auto& entry : fs::directory_iterator(from)) {
+    const std::string target = to.file(entry.path().filename().string());
+    fs::copy_file(entry.path(), target);
+    fs::permissions(target, fs::perms::owner_write, fs::perm_options::add);
+  }
+}
+
 namespace {
 std::string slurp(const std::string& path) {
   std::ifstream in(path);

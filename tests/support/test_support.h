@@ -33,6 +33,9 @@ class TempDir {
   std::string path_;
 };
 
+// Copies the files of `from` (read-only fixtures) into `to`, writable, to damage or extend.
+void copy_folder(const std::string& from, const TempDir& to);
+
 struct CommandResult {
   int exit_code = -1;
   std::string out;
