@@ -1,0 +1,43 @@
+// The CPU micro-kernels behind gemm.h (internal to src/gemm).
+//
+// A kernel computes one tile: `rows` rows of A against `panels` packed 16-column panels of B,
+// over k-blocks [0, kblocks), adding into an FP32 tile `out` [rows][panels * 16]:
+//   for each kb:  p = sum over the block's 64 k-pairs j, in order, of
+//                     p += a[2j+1] * b[2j+1];  p += a[2j] * b[2j]      (FP32, one rounding each)
+//                 out += (sa[row][kb] * sb[panel][kb]) * p              (a product, then a sum)
+// That order is vdpbf16ps's and is part of the contract: every ISA's kernel, and the scalar
+// reference in the tests, give bit-identical tiles. Products of BF16 (and so of FP8) values
+// are exact in FP32, so only the sums round.
+#pragma once
+
+#include <cstdint>
+
+namespace cachalot::gemm::kernels {
+
+inline constexpr int kMaxRows = 6;    // rows per tile
+inline constexpr int kMaxPanels = 4;  // 16-column panels per tile (64 columns)
+
+struct Tile {
+  int rows = 0;                        // 1..kMaxRows
+  int panels = 0;                      // 1..kMaxPanels
+  int64_t kblocks = 0;
+  const uint16_t* a = nullptr;         // BF16 activations, row r at a + r * lda, zero past K
+  int64_t lda = 0;
+  const float* sa = nullptr;           // row r, block kb at sa[r * ldsa + kb]; null: scale 1
+  int64_t ldsa = 0;
+  bool b_fp8 = false;                  // B blocks are FP8 (decoded in registers) or BF16
+  const uint8_t* b[kMaxPanels] = {};   // per panel: its block kb = 0
+  int64_t b_stride = 0;                // bytes from one kb block of a panel to the next
+  const float* sb[kMaxPanels] = {};    // per panel: scales over kb; null: scale 1
+  float* out = nullptr;                // FP32 tile, row r at out + r * ldo
+  int64_t ldo = 0;
+};
+
+namespace portable {
+void run_tile(const Tile& tile);
+}  // namespace portable
+namespace avx512 {
+void run_tile(const Tile& tile);
+}  // namespace avx512
+
+}  // namespace cachalot::gemm::kernels

@@ -1,0 +1,105 @@
+// AVX-512 BF16 micro-kernel: vdpbf16ps over 16-column panels, rows broadcast from A. FP8
+// weights are decoded to BF16 in registers through a 128-entry table (vpermi2w), which is exact
+// for every E4M3 value. Templates fix the tile shape so accumulators stay in registers.
+#include <immintrin.h>
+
+#include <array>
+
+#include "core/float_formats.h"
+#include "core/isa.h"
+#include "gemm/cpu/kernels.h"
+#include "gemm/packed_weights.h"
+
+namespace cachalot::gemm::kernels::avx512 {
+namespace {
+
+// BF16 code of each E4M3 magnitude (0..127); computed once with the scalar decoders.
+const std::array<uint16_t, 128>& e4m3_to_bf16_codes() {
+  static const std::array<uint16_t, 128> table = [] {
+    std::array<uint16_t, 128> t{};
+    for (int c = 0; c < 128; ++c)
+      t[c] = float_to_bf16(fp8_e4m3_to_float(fp8_e4m3{static_cast<uint8_t>(c)})).bits;
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
+CACHALOT_AVX512_BEGIN
+namespace {
+
+struct DecodeTable {
+  __m512i t0, t1, t2, t3;
+};
+
+inline DecodeTable load_decode_table() {
+  const uint16_t* t = e4m3_to_bf16_codes().data();
+  return {_mm512_loadu_si512(t), _mm512_loadu_si512(t + 32), _mm512_loadu_si512(t + 64),
+          _mm512_loadu_si512(t + 96)};
+}
+
+// 32 FP8 codes -> 32 BF16 codes, in place order.
+inline __m512i decode32(const DecodeTable& d, const uint8_t* p) {
+  const __m512i x = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  const __m512i low = _mm512_permutex2var_epi16(d.t0, x, d.t1);
+  const __m512i high = _mm512_permutex2var_epi16(d.t2, x, d.t3);
+  const __m512i magnitude = _mm512_mask_mov_epi16(low, _mm512_test_epi16_mask(x, _mm512_set1_epi16(0x40)), high);
+  return _mm512_or_si512(magnitude, _mm512_slli_epi16(_mm512_and_si512(x, _mm512_set1_epi16(0x80)), 8));
+}
+
+template <int kRows, int kPanels, bool kFp8>
+void tile_kernel(const Tile& t) {
+  DecodeTable table{};
+  if constexpr (kFp8) table = load_decode_table();
+  for (int64_t kb = 0; kb < t.kblocks; ++kb) {
+    __m512 acc[kRows][kPanels];
+    for (int r = 0; r < kRows; ++r)
+      for (int pn = 0; pn < kPanels; ++pn) acc[r][pn] = _mm512_setzero_ps();
+    const uint8_t* block[kPanels];
+    for (int pn = 0; pn < kPanels; ++pn) block[pn] = t.b[pn] + kb * t.b_stride;
+    const uint16_t* a = t.a + kb * 128;
+    for (int j = 0; j < kPairsPerBlock; ++j) {
+      __m512i b[kPanels];
+      for (int pn = 0; pn < kPanels; ++pn) {
+        if constexpr (kFp8)
+          b[pn] = decode32(table, block[pn] + j * 32);
+        else
+          b[pn] = _mm512_loadu_si512(block[pn] + j * 64);
+      }
+      for (int r = 0; r < kRows; ++r) {
+        int32_t pair;
+        __builtin_memcpy(&pair, a + r * t.lda + 2 * j, sizeof(pair));
+        const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+        for (int pn = 0; pn < kPanels; ++pn) acc[r][pn] = _mm512_dpbf16_ps(acc[r][pn], av, (__m512bh)b[pn]);
+      }
+    }
+    for (int r = 0; r < kRows; ++r) {
+      const float sa = t.sa ? t.sa[r * t.ldsa + kb] : 1.0f;
+      for (int pn = 0; pn < kPanels; ++pn) {
+        const float s = sa * (t.sb[pn] ? t.sb[pn][kb] : 1.0f);
+        float* out = t.out + r * t.ldo + pn * 16;
+        _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), _mm512_mul_ps(_mm512_set1_ps(s), acc[r][pn])));
+      }
+    }
+  }
+}
+
+using KernelFn = void (*)(const Tile&);
+
+template <bool kFp8, int... kRows>
+constexpr std::array<std::array<KernelFn, kMaxPanels>, kMaxRows> make_table(std::integer_sequence<int, kRows...>) {
+  return {{{&tile_kernel<kRows + 1, 1, kFp8>, &tile_kernel<kRows + 1, 2, kFp8>, &tile_kernel<kRows + 1, 3, kFp8>,
+            &tile_kernel<kRows + 1, 4, kFp8>}...}};
+}
+
+}  // namespace
+
+void run_tile(const Tile& t) {
+  static constexpr auto kBf16 = make_table<false>(std::make_integer_sequence<int, kMaxRows>{});
+  static constexpr auto kFp8 = make_table<true>(std::make_integer_sequence<int, kMaxRows>{});
+  (t.b_fp8 ? kFp8 : kBf16)[t.rows - 1][t.panels - 1](t);
+}
+
+}  // namespace cachalot::gemm::kernels::avx512
+CACHALOT_AVX512_END

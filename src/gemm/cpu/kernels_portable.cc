@@ -1,0 +1,66 @@
+// Portable micro-kernel: plain C++ in the contract's order (kernels.h). The inner loops run over
+// the 16 lanes of a panel, which the compiler may vectorise without reordering any lane's sums.
+#include <array>
+
+#include "core/float_formats.h"
+#include "gemm/cpu/kernels.h"
+#include "gemm/packed_weights.h"
+
+namespace cachalot::gemm::kernels::portable {
+namespace {
+
+const std::array<float, 256>& e4m3_table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int c = 0; c < 256; ++c) t[c] = fp8_e4m3_to_float(fp8_e4m3{static_cast<uint8_t>(c)});
+    return t;
+  }();
+  return table;
+}
+
+inline float bf16_bits_to_float(uint16_t bits) { return bf16_to_float(bf16{bits}); }
+
+}  // namespace
+
+void run_tile(const Tile& t) {
+  const auto& table = e4m3_table();
+  constexpr int kLanes = kPanelRows;
+  for (int64_t kb = 0; kb < t.kblocks; ++kb) {
+    float p[kMaxRows][kMaxPanels][kLanes] = {};
+    for (int j = 0; j < kPairsPerBlock; ++j) {
+      for (int pn = 0; pn < t.panels; ++pn) {
+        float b0[kLanes], b1[kLanes];
+        const uint8_t* block = t.b[pn] + kb * t.b_stride;
+        for (int lane = 0; lane < kLanes; ++lane) {
+          const int64_t at = (j * kLanes + lane) * 2;
+          if (t.b_fp8) {
+            b0[lane] = table[block[at]];
+            b1[lane] = table[block[at + 1]];
+          } else {
+            const auto* words = reinterpret_cast<const uint16_t*>(block);
+            b0[lane] = bf16_bits_to_float(words[at]);
+            b1[lane] = bf16_bits_to_float(words[at + 1]);
+          }
+        }
+        for (int r = 0; r < t.rows; ++r) {
+          const uint16_t* a = t.a + r * t.lda + kb * 128 + 2 * j;
+          const float a0 = bf16_bits_to_float(a[0]), a1 = bf16_bits_to_float(a[1]);
+          for (int lane = 0; lane < kLanes; ++lane) {
+            p[r][pn][lane] += a1 * b1[lane];
+            p[r][pn][lane] += a0 * b0[lane];
+          }
+        }
+      }
+    }
+    for (int r = 0; r < t.rows; ++r) {
+      const float sa = t.sa ? t.sa[r * t.ldsa + kb] : 1.0f;
+      for (int pn = 0; pn < t.panels; ++pn) {
+        const float s = sa * (t.sb[pn] ? t.sb[pn][kb] : 1.0f);
+        float* out = t.out + r * t.ldo + pn * kLanes;
+        for (int lane = 0; lane < kLanes; ++lane) out[lane] += s * p[r][pn][lane];
+      }
+    }
+  }
+}
+
+}  // namespace cachalot::gemm::kernels::portable

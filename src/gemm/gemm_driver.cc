@@ -1,0 +1,144 @@
+#include "gemm/gemm_driver.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/convert.h"
+#include "core/isa.h"
+#include "core/thread_pool.h"
+#include "core/trace.h"
+#include "gemm/cpu/kernels.h"
+
+namespace cachalot::gemm::detail {
+namespace {
+
+using kernels::kMaxPanels;
+using kernels::kMaxRows;
+using kernels::Tile;
+
+// Rows per M-block on the blocked path: the FP32 block (48 x 64) and one decoded k-block of the
+// weight chunk (64 x 128 BF16 = 16 KiB) stay in L1 while 8 row tiles reuse them.
+constexpr int64_t kRowsPerBlock = 8 * kMaxRows;
+// Up to this many rows, FP8 weights are decoded in registers straight from the packed stream
+// (memory-bound decode); more rows decode each k-block once into L1 and reuse it.
+constexpr int64_t kDirectRows = 4;
+
+using RunTile = void (*)(const Tile&);
+
+RunTile tile_function() {
+  return active_isa() == Isa::kAvx512 ? &kernels::avx512::run_tile : &kernels::portable::run_tile;
+}
+
+// Per-thread scratch, grown on demand and reused across calls.
+struct Scratch {
+  std::vector<float> out;
+  std::vector<uint16_t> decoded;
+};
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+void store_rows(const Problem& pr, int64_t row0, int64_t rows, int64_t col0, int64_t cols, const float* block,
+                int64_t ldb) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = block + r * ldb;
+    const int64_t row = row0 + r;
+    float tmp[kMaxPanels * kPanelRows];
+    for (int64_t c = 0; c < cols; ++c) tmp[c] = src[c] + (pr.c ? pr.c[row * pr.ldc + col0 + c] : 0.0f);
+    if (pr.d_dtype == DType::kF32) {
+      std::memcpy(static_cast<float*>(pr.d) + row * pr.ldd + col0, tmp, static_cast<size_t>(cols) * sizeof(float));
+    } else {
+      convert(tmp, static_cast<bf16*>(pr.d) + row * pr.ldd + col0, static_cast<size_t>(cols));
+    }
+  }
+}
+
+// One work item: all rows of a problem against one chunk of up to kMaxPanels panels.
+void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, RunTile run_tile) {
+  const int64_t panels = std::min<int64_t>(kMaxPanels, b.panels() - first_panel);
+  const int64_t col0 = first_panel * kPanelRows;
+  const int64_t cols = std::min(b.n() - col0, panels * kPanelRows);
+  const int64_t width = kMaxPanels * kPanelRows;
+  const bool fp8 = b.format() == PackedWeights::Format::kFp8;
+  Scratch& s = scratch();
+
+  Tile t;
+  t.panels = static_cast<int>(panels);
+  t.lda = pr.lda;
+  t.ldsa = pr.ldsa;
+  t.ldo = width;
+  for (int64_t p = 0; p < panels; ++p) t.sb[p] = b.panel_scales(pr.group, first_panel + p);
+
+  if (fp8 && pr.m <= kDirectRows) {
+    // Memory-bound: stream the FP8 panels once, decoding in registers.
+    s.out.assign(static_cast<size_t>(pr.m * width), 0.0f);
+    t.rows = static_cast<int>(pr.m);
+    t.kblocks = b.kblocks();
+    t.a = pr.a;
+    t.sa = pr.sa;
+    t.b_fp8 = true;
+    t.b_stride = b.block_bytes();
+    for (int64_t p = 0; p < panels; ++p) t.b[p] = b.panel(pr.group, first_panel + p);
+    t.out = s.out.data();
+    run_tile(t);
+    store_rows(pr, 0, pr.m, col0, cols, s.out.data(), width);
+    return;
+  }
+
+  // Blocked: per M-block, walk k-blocks; each k-block of the chunk is decoded once (FP8) or
+  // read in place (BF16) and reused by every row tile of the block.
+  const int64_t block_elems = kPairsPerBlock * kPanelRows * 2;
+  s.out.resize(static_cast<size_t>(kRowsPerBlock * width));
+  if (fp8) s.decoded.resize(static_cast<size_t>(kMaxPanels * block_elems));
+  t.kblocks = 1;
+  t.b_fp8 = false;
+  t.b_stride = 0;
+  for (int64_t m0 = 0; m0 < pr.m; m0 += kRowsPerBlock) {
+    const int64_t rows = std::min(kRowsPerBlock, pr.m - m0);
+    std::fill_n(s.out.data(), rows * width, 0.0f);
+    for (int64_t kb = 0; kb < b.kblocks(); ++kb) {
+      Tile tk = t;
+      for (int64_t p = 0; p < panels; ++p) {
+        const uint8_t* src = b.panel(pr.group, first_panel + p) + kb * b.block_bytes();
+        if (fp8) {
+          uint16_t* dst = s.decoded.data() + p * block_elems;
+          convert(reinterpret_cast<const fp8_e4m3*>(src), reinterpret_cast<bf16*>(dst), static_cast<size_t>(block_elems));
+          tk.b[p] = reinterpret_cast<const uint8_t*>(dst);
+        } else {
+          tk.b[p] = src;
+        }
+        if (tk.sb[p]) tk.sb[p] += kb;
+      }
+      for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows) {
+        tk.rows = static_cast<int>(std::min<int64_t>(kMaxRows, rows - r0));
+        tk.a = pr.a + (m0 + r0) * pr.lda + kb * 128;
+        tk.sa = pr.sa ? pr.sa + (m0 + r0) * pr.ldsa + kb : nullptr;
+        tk.out = s.out.data() + r0 * width;
+        run_tile(tk);
+      }
+    }
+    store_rows(pr, m0, rows, col0, cols, s.out.data(), width);
+  }
+}
+
+}  // namespace
+
+void run(const PackedWeights& b, const std::vector<Problem>& problems) {
+  trace::Span span("gemm", "gemm");
+  int64_t rows = 0;
+  for (const Problem& p : problems) rows += p.m;
+  span.arg("m", rows).arg("n", b.n()).arg("k", b.k()).arg("problems", static_cast<int64_t>(problems.size()));
+  const int64_t chunks = (b.panels() + kMaxPanels - 1) / kMaxPanels;
+  std::vector<std::pair<size_t, int64_t>> items;  // (problem, first panel)
+  for (size_t i = 0; i < problems.size(); ++i)
+    if (problems[i].m > 0)
+      for (int64_t c = 0; c < chunks; ++c) items.emplace_back(i, c * kMaxPanels);
+  const RunTile run_tile = tile_function();
+  ThreadPool::global().parallel_for(0, static_cast<int64_t>(items.size()), [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; ++i) run_chunk(b, problems[items[i].first], items[i].second, run_tile);
+  }, Schedule::kDynamic, 1);
+}
+
+}  // namespace cachalot::gemm::detail

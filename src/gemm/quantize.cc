@@ -1,0 +1,129 @@
+#include "gemm/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/convert.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+
+namespace cachalot::gemm {
+namespace {
+
+constexpr float kMinAmax = 1e-4f;  // keeps all-zero groups from dividing by zero
+
+float scale_for(float amax, ScaleFormat format) {
+  float s = std::max(amax, kMinAmax) / kFp8E4M3Max;
+  if (format == ScaleFormat::kUe8m0) s = std::exp2(std::ceil(std::log2(s)));
+  return s;
+}
+
+void check_matrix(const Tensor& x, const char* what) {
+  CACHALOT_CHECK_ARG(x.dim() == 2, "{} must be 2-D, got {}", what, x.description());
+  CACHALOT_CHECK_ARG(x.dtype() == DType::kBF16 || x.dtype() == DType::kF32,
+                     "{} must be BF16 or F32, got {}", what, x.description());
+  CACHALOT_CHECK_ARG(x.stride(1) == 1, "{} rows must be contiguous", what);
+}
+
+// Row r of x as float32 into out (K values).
+void load_row(const Tensor& x, int64_t r, float* out) {
+  const int64_t k = x.size(1);
+  if (x.dtype() == DType::kF32) {
+    std::copy_n(x.data<float>() + r * x.stride(0), k, out);
+  } else {
+    convert(x.data<bf16>() + r * x.stride(0), out, static_cast<size_t>(k));
+  }
+}
+
+// Encodes values[0..n) * inv_scale into FP8.
+void encode_scaled(const float* values, int64_t n, float inv_scale, fp8_e4m3* out, std::vector<float>& tmp) {
+  tmp.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) tmp[i] = values[i] * inv_scale;
+  convert(tmp.data(), out, static_cast<size_t>(n));
+}
+
+float amax_of(const float* v, int64_t n) {
+  float m = 0;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(v[i]));
+  return m;
+}
+
+}  // namespace
+
+Fp8Tensor quantize_activations(const Tensor& x, ScaleFormat format) {
+  check_matrix(x, "activations");
+  const int64_t m = x.size(0), k = x.size(1), kb = ceil_div(k, kBlock);
+  Fp8Tensor out{Tensor::empty(DType::kF8E4M3, {m, k}), Tensor::empty(DType::kF32, {m, kb})};
+  auto* q = out.data.mutable_data<fp8_e4m3>();
+  auto* s = out.scales.mutable_data<float>();
+  ThreadPool::global().parallel_for(0, m, [&](int64_t r0, int64_t r1, int) {
+    std::vector<float> row(static_cast<size_t>(k)), tmp;
+    for (int64_t r = r0; r < r1; ++r) {
+      load_row(x, r, row.data());
+      for (int64_t b = 0; b < kb; ++b) {
+        const int64_t k0 = b * kBlock, len = std::min(kBlock, k - k0);
+        const float amax = std::max(amax_of(row.data() + k0, len), kMinAmax);
+        const float scale = scale_for(amax, format);
+        s[r * kb + b] = scale;
+        // DeepGEMM multiplies by 448/amax; with UE8M0 the power-of-two scale itself is divided.
+        const float inv = format == ScaleFormat::kUe8m0 ? 1.0f / scale : kFp8E4M3Max / amax;
+        encode_scaled(row.data() + k0, len, inv, q + r * k + k0, tmp);
+      }
+    }
+  });
+  return out;
+}
+
+Fp8Tensor quantize_weights(const Tensor& w, ScaleFormat format) {
+  check_matrix(w, "weights");
+  const int64_t n = w.size(0), k = w.size(1), nb = ceil_div(n, kBlock), kb = ceil_div(k, kBlock);
+  Fp8Tensor out{Tensor::empty(DType::kF8E4M3, {n, k}), Tensor::empty(DType::kF32, {nb, kb})};
+  auto* q = out.data.mutable_data<fp8_e4m3>();
+  auto* s = out.scales.mutable_data<float>();
+  ThreadPool::global().parallel_for(0, nb, [&](int64_t b0, int64_t b1, int) {
+    std::vector<float> rows(static_cast<size_t>(kBlock * k)), tmp;
+    for (int64_t bn = b0; bn < b1; ++bn) {
+      const int64_t n0 = bn * kBlock, rows_here = std::min(kBlock, n - n0);
+      for (int64_t r = 0; r < rows_here; ++r) load_row(w, n0 + r, rows.data() + r * k);
+      for (int64_t bk = 0; bk < kb; ++bk) {
+        const int64_t k0 = bk * kBlock, len = std::min(kBlock, k - k0);
+        float amax = 0;
+        for (int64_t r = 0; r < rows_here; ++r) amax = std::max(amax, amax_of(rows.data() + r * k + k0, len));
+        amax = std::max(amax, kMinAmax);
+        const float scale = scale_for(amax, format);
+        s[bn * kb + bk] = scale;
+        const float inv = format == ScaleFormat::kUe8m0 ? 1.0f / scale : kFp8E4M3Max / amax;
+        for (int64_t r = 0; r < rows_here; ++r)
+          encode_scaled(rows.data() + r * k + k0, len, inv, q + (n0 + r) * k + k0, tmp);
+      }
+    }
+  });
+  return out;
+}
+
+namespace {
+
+Tensor dequantize(const Tensor& data, const Tensor& scales, int64_t rows_per_scale) {
+  CACHALOT_CHECK_ARG(data.dim() == 2 && data.dtype() == DType::kF8E4M3 && data.is_contiguous(),
+                     "dequantize: data must be contiguous F8_E4M3 [rows, K], got {}", data.description());
+  const int64_t m = data.size(0), k = data.size(1);
+  const Dims want{ceil_div(m, rows_per_scale), ceil_div(k, kBlock)};
+  CACHALOT_CHECK_ARG(scales.dtype() == DType::kF32 && scales.shape() == want && scales.is_contiguous(),
+                     "dequantize: scales must be F32 {} for data {}, got {}", want.to_string(),
+                     data.description(), scales.description());
+  Tensor out = Tensor::empty(DType::kF32, {m, k});
+  float* o = out.mutable_data<float>();
+  const float* s = scales.data<float>();
+  convert(data.data<fp8_e4m3>(), o, static_cast<size_t>(m * k));
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < k; ++c) o[r * k + c] *= s[(r / rows_per_scale) * want[1] + c / kBlock];
+  return out;
+}
+
+}  // namespace
+
+Tensor dequantize_activations(const Tensor& data, const Tensor& scales) { return dequantize(data, scales, 1); }
+Tensor dequantize_weights(const Tensor& data, const Tensor& scales) { return dequantize(data, scales, kBlock); }
+
+}  // namespace cachalot::gemm
