@@ -8,6 +8,8 @@ const std::vector<Bench>& all_benches() {
        run_threadpool},
       {"convert", "bulk float32 <-> BF16/FP8 conversion bandwidth vs memcpy and the portable path",
        run_convert},
+      {"gemm", "FP8 block-scaled GEMM on DeepSeek-V3 shapes vs oneDNN BF16, OpenBLAS SGEMM, read bandwidth",
+       run_gemm},
   };
   return benches;
 }

@@ -170,9 +170,7 @@ void convert(const fp8_e4m3* src, bf16* dst, size_t n) {
   // Table lookup: the BF16 code of each of the 128 E4M3 magnitudes lives in four registers;
   // vpermi2w picks from two of them by the low 6 bits, bit 6 chooses the pair, and the sign
   // bit moves from bit 7 to bit 15. Every E4M3 value is exact in BF16.
-  alignas(64) uint16_t table[128];
-  for (int code = 0; code < 128; ++code)
-    table[code] = float_to_bf16(fp8_e4m3_to_float(fp8_e4m3{static_cast<uint8_t>(code)})).bits;
+  const uint16_t* table = e4m3_magnitude_to_bf16_table();
   const __m512i t0 = _mm512_load_si512(table), t1 = _mm512_load_si512(table + 32);
   const __m512i t2 = _mm512_load_si512(table + 64), t3 = _mm512_load_si512(table + 96);
   auto lookup = [&](__m256i bytes) {

@@ -1,5 +1,6 @@
 #include "core/float_formats.h"
 
+#include <array>
 #include <cmath>
 
 namespace cachalot {
@@ -66,6 +67,15 @@ float decode(const MiniFloat& f, uint32_t code) {
 }
 
 }  // namespace
+
+const uint16_t* e4m3_magnitude_to_bf16_table() {
+  alignas(64) static const std::array<uint16_t, 128> table = [] {
+    std::array<uint16_t, 128> t{};
+    for (uint32_t c = 0; c < 128; ++c) t[c] = float_to_bf16(decode(kE4M3, c)).bits;
+    return t;
+  }();
+  return table.data();
+}
 
 float fp16_to_float(fp16 v) { return decode(kFp16, v.bits); }
 fp16 float_to_fp16(float x) { return fp16{static_cast<uint16_t>(encode(kFp16, x))}; }

@@ -39,6 +39,10 @@ inline bf16 float_to_bf16(float x) {
   return bf16{static_cast<uint16_t>((u + rounding) >> 16)};
 }
 
+// BF16 codes of the 128 E4M3 magnitudes (code & 0x7F), built once: the register table the
+// vectorised E4M3 -> BF16 decoders permute through. Every E4M3 value is exact in BF16.
+const uint16_t* e4m3_magnitude_to_bf16_table();
+
 float fp16_to_float(fp16 v);
 fp16 float_to_fp16(float x);
 float fp8_e4m3_to_float(fp8_e4m3 v);

@@ -19,10 +19,10 @@ using kernels::Tile;
 
 // Rows per M-block on the blocked path: the FP32 block (48 x 64) and one decoded k-block of the
 // weight chunk (64 x 128 BF16 = 16 KiB) stay in L1 while 8 row tiles reuse them.
-constexpr int64_t kRowsPerBlock = 8 * kMaxRows;
+constexpr int64_t kRowsPerBlock = 16 * kMaxRows;
 // Up to this many rows, FP8 weights are decoded in registers straight from the packed stream
 // (memory-bound decode); more rows decode each k-block once into L1 and reuse it.
-constexpr int64_t kDirectRows = 4;
+constexpr int64_t kDirectRows = 2;
 
 using RunTile = void (*)(const Tile&);
 
@@ -79,7 +79,7 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
     t.a = pr.a;
     t.sa = pr.sa;
     t.b_fp8 = true;
-    t.b_stride = b.block_bytes();
+    t.b_stride = b.panel_stride(first_panel);
     for (int64_t p = 0; p < panels; ++p) t.b[p] = b.panel(pr.group, first_panel + p);
     t.out = s.out.data();
     run_tile(t);
@@ -101,7 +101,7 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
     for (int64_t kb = 0; kb < b.kblocks(); ++kb) {
       Tile tk = t;
       for (int64_t p = 0; p < panels; ++p) {
-        const uint8_t* src = b.panel(pr.group, first_panel + p) + kb * b.block_bytes();
+        const uint8_t* src = b.panel(pr.group, first_panel + p) + kb * b.panel_stride(first_panel);
         if (fp8) {
           uint16_t* dst = s.decoded.data() + p * block_elems;
           convert(reinterpret_cast<const fp8_e4m3*>(src), reinterpret_cast<bf16*>(dst), static_cast<size_t>(block_elems));

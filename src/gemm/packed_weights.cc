@@ -19,22 +19,23 @@ Tensor as_grouped(const Tensor& b, DType dtype, const char* what) {
 }
 
 template <typename Element>
-void pack(const Tensor& b3, PackedWeights::Format, int64_t panels, int64_t kblocks, uint8_t* out) {
-  const int64_t groups = b3.size(0), n = b3.size(1), k = b3.size(2);
+void pack(const Tensor& b3, const PackedWeights& w, uint8_t* out) {
+  const int64_t groups = w.groups(), n = w.n(), k = w.k(), panels = w.panels();
   const auto* src = static_cast<const Element*>(b3.raw_data());
-  const int64_t block_elems = kPairsPerBlock * kPanelRows * 2;
+  std::memset(out, 0, static_cast<size_t>(groups * panels * w.kblocks() * w.block_bytes()));
   ThreadPool::global().parallel_for(0, groups * panels, [&](int64_t p0, int64_t p1, int) {
     for (int64_t gp = p0; gp < p1; ++gp) {
       const int64_t g = gp / panels, p = gp % panels;
-      auto* dst = reinterpret_cast<Element*>(out) + gp * kblocks * block_elems;
-      std::memset(static_cast<void*>(dst), 0, static_cast<size_t>(kblocks * block_elems) * sizeof(Element));
+      // Same arithmetic as PackedWeights::panel(), on the writable buffer.
+      auto* first = reinterpret_cast<Element*>(out + (w.panel(g, p) - w.panel(0, 0)));
+      const int64_t stride = w.panel_stride(p) / static_cast<int64_t>(sizeof(Element));
       for (int64_t lane = 0; lane < kPanelRows; ++lane) {
         const int64_t row = p * kPanelRows + lane;
         if (row >= n) break;
         const Element* src_row = src + (g * n + row) * k;
         for (int64_t c = 0; c < k; ++c) {
           const int64_t kb = c / 128, j = (c % 128) / 2, e = c % 2;
-          dst[kb * block_elems + (j * kPanelRows + lane) * 2 + e] = src_row[c];
+          first[kb * stride + (j * kPanelRows + lane) * 2 + e] = src_row[c];
         }
       }
     }
@@ -56,7 +57,7 @@ PackedWeights pack_fp8_weights(const Tensor& b, const Tensor& scales) {
   w.groups_ = groups, w.n_ = n, w.k_ = k;
   w.panels_ = ceil_div(n, kPanelRows), w.kblocks_ = ceil_div(k, kBlock);
   w.data_ = Tensor::empty(DType::kU8, {groups, w.panels_, w.kblocks_, w.block_bytes()});
-  pack<uint8_t>(b3, w.format_, w.panels_, w.kblocks_, w.data_.mutable_data<uint8_t>());
+  pack<uint8_t>(b3, w, w.data_.mutable_data<uint8_t>());
   w.scales_ = scales.reshape({groups, ceil_div(n, kBlock), w.kblocks_}).clone();
   return w;
 }
@@ -68,7 +69,7 @@ PackedWeights pack_bf16_weights(const Tensor& b) {
   w.groups_ = b3.size(0), w.n_ = b3.size(1), w.k_ = b3.size(2);
   w.panels_ = ceil_div(w.n_, kPanelRows), w.kblocks_ = ceil_div(w.k_, kBlock);
   w.data_ = Tensor::empty(DType::kU8, {w.groups_, w.panels_, w.kblocks_, w.block_bytes()});
-  pack<uint16_t>(b3, w.format_, w.panels_, w.kblocks_, w.data_.mutable_data<uint8_t>());
+  pack<uint16_t>(b3, w, w.data_.mutable_data<uint8_t>());
   return w;
 }
 

@@ -5,11 +5,14 @@
 // panel's 16 rows, the two values B[n][2j], B[n][2j+1] side by side:
 //     block[(j * 16 + lane) * 2 + e] = B[panel * 16 + lane][kb * 128 + 2 * j + e]
 // so one 512-bit register of BF16 holds 16 rows' k-pairs, the operand of vdpbf16ps. FP8 blocks
-// are 2 KiB, BF16 blocks 4 KiB; a panel's blocks are contiguous over kb, so a kernel streams each
-// panel sequentially. Rows past N and k past K are zero. FP8 weights keep their 128x128 block
-// scales (weight_scale_inv) beside them; a 16-row panel lies inside one 128-row scale block.
+// are 2 KiB, BF16 blocks 4 KiB. Panels come in chunks of 4 (64 columns, one kernel tile wide),
+// and a chunk's blocks are interleaved by k-block: [chunk][kb][panel in chunk][block], so a
+// kernel working on one chunk reads one sequential stream (what the hardware prefetcher
+// follows best when the weights come from DRAM). Rows past N and k past K are zero. FP8 weights
+// keep their 128x128 block scales (weight_scale_inv); a 16-row panel lies inside one scale block.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "core/tensor.h"
@@ -17,6 +20,7 @@
 namespace cachalot::gemm {
 
 inline constexpr int64_t kPanelRows = 16;
+inline constexpr int64_t kPanelsPerChunk = 4;
 inline constexpr int64_t kPairsPerBlock = 64;  // 128 k as 64 pairs
 
 class PackedWeights {
@@ -30,10 +34,18 @@ class PackedWeights {
   int64_t panels() const { return panels_; }
   int64_t kblocks() const { return kblocks_; }
   int64_t block_bytes() const { return format_ == Format::kFp8 ? 2048 : 4096; }
-  // First block (kb = 0) of panel p of group g.
-  const uint8_t* panel(int64_t g, int64_t p) const {
-    return data_.data<uint8_t>() + ((g * panels_ + p) * kblocks_) * block_bytes();
+  // Panels in the chunk holding panel p (4, or fewer in the last chunk).
+  int64_t chunk_panels(int64_t p) const {
+    const int64_t first = p / kPanelsPerChunk * kPanelsPerChunk;
+    return std::min(kPanelsPerChunk, panels_ - first);
   }
+  // First block (kb = 0) of panel p of group g; panel_stride(p) bytes lead to its next k-block.
+  const uint8_t* panel(int64_t g, int64_t p) const {
+    const int64_t first = p / kPanelsPerChunk * kPanelsPerChunk;
+    return data_.data<uint8_t>() +
+           ((g * panels_ + first) * kblocks_ + (p - first)) * block_bytes();
+  }
+  int64_t panel_stride(int64_t p) const { return chunk_panels(p) * block_bytes(); }
   // Scales of the 128-row block holding panel p of group g: kblocks() floats; null for BF16.
   const float* panel_scales(int64_t g, int64_t p) const {
     if (format_ != Format::kFp8) return nullptr;

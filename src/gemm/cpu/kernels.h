@@ -15,7 +15,7 @@
 namespace cachalot::gemm::kernels {
 
 inline constexpr int kMaxRows = 6;    // rows per tile
-inline constexpr int kMaxPanels = 4;  // 16-column panels per tile (64 columns)
+inline constexpr int kMaxPanels = 4;  // 16-column panels per tile (64 columns): one packed chunk
 
 struct Tile {
   int rows = 0;                        // 1..kMaxRows
