@@ -6,6 +6,7 @@
 #include "core/isa.h"
 
 CACHALOT_AVX512_BEGIN
+#include "core/fp8_decode_avx512.h"
 namespace cachalot::convert_kernels::avx512 {
 namespace {
 
@@ -167,27 +168,21 @@ void convert(const fp8_e4m3* src, float* dst, size_t n) {
 }
 
 void convert(const fp8_e4m3* src, bf16* dst, size_t n) {
-  // Table lookup: the BF16 code of each of the 128 E4M3 magnitudes lives in four registers;
-  // vpermi2w picks from two of them by the low 6 bits, bit 6 chooses the pair, and the sign
-  // bit moves from bit 7 to bit 15. Every E4M3 value is exact in BF16.
-  const uint16_t* table = e4m3_magnitude_to_bf16_table();
-  const __m512i t0 = _mm512_load_si512(table), t1 = _mm512_load_si512(table + 32);
-  const __m512i t2 = _mm512_load_si512(table + 64), t3 = _mm512_load_si512(table + 96);
-  auto lookup = [&](__m256i bytes) {
-    const __m512i x = _mm512_cvtepu8_epi16(bytes);
-    const __m512i low = _mm512_permutex2var_epi16(t0, x, t1);   // magnitudes 0..63
-    const __m512i high = _mm512_permutex2var_epi16(t2, x, t3);  // magnitudes 64..127
-    const __mmask32 upper = _mm512_test_epi16_mask(x, _mm512_set1_epi16(0x40));
-    const __m512i magnitude = _mm512_mask_mov_epi16(low, upper, high);
-    const __m512i sign = _mm512_slli_epi16(_mm512_and_si512(x, _mm512_set1_epi16(0x80)), 8);
-    return _mm512_or_si512(magnitude, sign);
-  };
+  const auto decoder = fp8_avx512::E4M3ToBf16::make();
   size_t i = 0;
-  for (; i + 32 <= n; i += 32)
-    _mm512_storeu_si512(dst + i, lookup(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+  for (; i + 64 <= n; i += 64) {
+    __m512i a, b;
+    decoder.decode(_mm512_loadu_si512(src + i), a, b);
+    _mm512_storeu_si512(dst + i, a);
+    _mm512_storeu_si512(dst + i + 32, b);
+  }
   if (i < n) {
-    const __mmask32 m = (1u << (n - i)) - 1;
-    _mm512_mask_storeu_epi16(dst + i, m, lookup(_mm256_maskz_loadu_epi8(m, src + i)));
+    const size_t rest = n - i;
+    const __mmask64 m = rest >= 64 ? ~__mmask64(0) : (__mmask64(1) << rest) - 1;
+    __m512i a, b;
+    decoder.decode(_mm512_maskz_loadu_epi8(m, src + i), a, b);
+    _mm512_mask_storeu_epi16(dst + i, static_cast<__mmask32>(m), a);
+    _mm512_mask_storeu_epi16(dst + i + 32, static_cast<__mmask32>(m >> 32), b);
   }
 }
 

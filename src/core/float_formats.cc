@@ -77,6 +77,19 @@ const uint16_t* e4m3_magnitude_to_bf16_table() {
   return table.data();
 }
 
+const uint8_t* e4m3_magnitude_to_bf16_bytes() {
+  alignas(64) static const std::array<uint8_t, 256> bytes = [] {
+    std::array<uint8_t, 256> b{};
+    const uint16_t* codes = e4m3_magnitude_to_bf16_table();
+    for (int c = 0; c < 128; ++c) {
+      b[c] = static_cast<uint8_t>(codes[c] & 0xff);
+      b[128 + c] = static_cast<uint8_t>(codes[c] >> 8);
+    }
+    return b;
+  }();
+  return bytes.data();
+}
+
 float fp16_to_float(fp16 v) { return decode(kFp16, v.bits); }
 fp16 float_to_fp16(float x) { return fp16{static_cast<uint16_t>(encode(kFp16, x))}; }
 float fp8_e4m3_to_float(fp8_e4m3 v) { return decode(kE4M3, v.bits); }

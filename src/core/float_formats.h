@@ -42,6 +42,9 @@ inline bf16 float_to_bf16(float x) {
 // BF16 codes of the 128 E4M3 magnitudes (code & 0x7F), built once: the register table the
 // vectorised E4M3 -> BF16 decoders permute through. Every E4M3 value is exact in BF16.
 const uint16_t* e4m3_magnitude_to_bf16_table();
+// The same codes split into bytes: [0, 128) the low bytes, [128, 256) the high bytes (the
+// byte-permute form of the table).
+const uint8_t* e4m3_magnitude_to_bf16_bytes();
 
 float fp16_to_float(fp16 v);
 fp16 float_to_fp16(float x);

@@ -14,29 +14,39 @@ namespace {
 
 using detail::Problem;
 
-// Activations decoded to BF16, rows zero-padded to whole k-blocks (what the kernels read).
+// Activations decoded to BF16 in the kernels' layout: k-block-major ([kb][row][128]), zero past
+// K, so a row tile's slice of one k-block is contiguous and a sweep over rows is sequential.
 struct DecodedA {
-  Tensor storage;
+  Tensor storage;  // BF16 [kblocks, rows, 128]
   const uint16_t* data = nullptr;
-  int64_t ld = 0;
+  int64_t kb_stride = 0;  // rows * 128
 };
 
-// Decodes the given rows of FP8 A [rows, K] into a padded BF16 buffer.
-DecodedA decode_fp8_rows(const Tensor& a2, int64_t kblocks) {
-  const int64_t rows = a2.size(0), k = a2.size(1), ld = kblocks * kBlock;
+// Row r of `rows` (element type T, K values each) -> BF16 into the k-block-major buffer.
+template <typename T, typename Convert>
+DecodedA decode_rows(int64_t rows, int64_t k, int64_t kblocks, Convert convert_row) {
   DecodedA out;
-  out.storage = Tensor::empty(DType::kBF16, {rows, ld});
+  out.storage = Tensor::empty(DType::kBF16, {kblocks, rows, kBlock});
   auto* dst = out.storage.mutable_data<bf16>();
-  const auto* src = a2.data<fp8_e4m3>();
+  out.kb_stride = rows * kBlock;
   ThreadPool::global().parallel_for(0, rows, [&](int64_t r0, int64_t r1, int) {
+    std::vector<bf16> row(static_cast<size_t>(kblocks * kBlock));
     for (int64_t r = r0; r < r1; ++r) {
-      convert(src + r * a2.stride(0), dst + r * ld, static_cast<size_t>(k));
-      std::memset(static_cast<void*>(dst + r * ld + k), 0, static_cast<size_t>(ld - k) * sizeof(bf16));
+      convert_row(r, row.data());
+      std::fill(row.begin() + k, row.end(), bf16{});
+      for (int64_t kb = 0; kb < kblocks; ++kb)
+        std::memcpy(dst + kb * out.kb_stride + r * kBlock, row.data() + kb * kBlock, kBlock * sizeof(bf16));
     }
   });
   out.data = reinterpret_cast<const uint16_t*>(dst);
-  out.ld = ld;
   return out;
+}
+
+DecodedA decode_fp8_rows(const Tensor& a2, int64_t kblocks) {
+  const auto* src = a2.data<fp8_e4m3>();
+  const int64_t k = a2.size(1), ld = a2.stride(0);
+  return decode_rows<fp8_e4m3>(a2.size(0), k, kblocks,
+                               [&](int64_t r, bf16* row) { convert(src + r * ld, row, static_cast<size_t>(k)); });
 }
 
 void check(bool ok, const char* op, const std::string& what) {
@@ -73,8 +83,8 @@ Problem make_problem(int64_t m, const DecodedA& a, int64_t a_row0, const float* 
                      Tensor& d, int64_t d_offset, int64_t ldd, const Tensor* c, int64_t c_offset, int64_t ldc) {
   Problem p;
   p.m = m;
-  p.a = a.data + a_row0 * a.ld;
-  p.lda = a.ld;
+  p.a = a.data + a_row0 * kBlock;
+  p.a_kb_stride = a.kb_stride;
   p.sa = sa;
   p.ldsa = ldsa;
   p.group = group;
@@ -166,19 +176,11 @@ void gemm_bf16_nt(const Tensor& a, const PackedWeights& b, Tensor& d, const Tens
   check(a.size(1) == b.k(), op, fmt::format("a has K = {} but b has K = {}", a.size(1), b.k()));
   check(a.stride(1) == 1, op, "a must have contiguous rows");
   check_output(op, d, {a.size(0), b.n()}, c);
-  const int64_t m = a.size(0), k = a.size(1), ld = b.kblocks() * kBlock;
-  DecodedA padded;
-  if (k == ld && a.stride(0) % 2 == 0) {
-    padded.data = reinterpret_cast<const uint16_t*>(a.data<bf16>());
-    padded.ld = a.stride(0);
-  } else {
-    padded.storage = Tensor::zeros(DType::kBF16, {m, ld});
-    for (int64_t r = 0; r < m; ++r)
-      std::memcpy(padded.storage.mutable_data<bf16>() + r * ld, a.data<bf16>() + r * a.stride(0),
-                  static_cast<size_t>(k) * sizeof(bf16));
-    padded.data = reinterpret_cast<const uint16_t*>(padded.storage.data<bf16>());
-    padded.ld = ld;
-  }
+  const int64_t m = a.size(0), k = a.size(1), ld = a.stride(0);
+  const auto* src = a.data<bf16>();
+  const DecodedA padded = decode_rows<bf16>(m, k, b.kblocks(), [&](int64_t r, bf16* row) {
+    std::memcpy(row, src + r * ld, static_cast<size_t>(k) * sizeof(bf16));
+  });
   detail::run(b, {make_problem(m, padded, 0, nullptr, 0, 0, d, 0, d.stride(0), c, 0, c ? c->stride(0) : 0)});
 }
 

@@ -19,7 +19,7 @@ using kernels::Tile;
 
 // Rows per M-block on the blocked path: the FP32 block (48 x 64) and one decoded k-block of the
 // weight chunk (64 x 128 BF16 = 16 KiB) stay in L1 while 8 row tiles reuse them.
-constexpr int64_t kRowsPerBlock = 16 * kMaxRows;
+constexpr int64_t kRowsPerBlock = 86 * kMaxRows;
 // Up to this many rows, FP8 weights are decoded in registers straight from the packed stream
 // (memory-bound decode); more rows decode each k-block once into L1 and reuse it.
 constexpr int64_t kDirectRows = 2;
@@ -66,7 +66,8 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
 
   Tile t;
   t.panels = static_cast<int>(panels);
-  t.lda = pr.lda;
+  t.lda = 128;
+  t.a_kb_stride = pr.a_kb_stride;
   t.ldsa = pr.ldsa;
   t.ldo = width;
   for (int64_t p = 0; p < panels; ++p) t.sb[p] = b.panel_scales(pr.group, first_panel + p);
@@ -111,12 +112,17 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
         }
         if (tk.sb[p]) tk.sb[p] += kb;
       }
-      for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows) {
-        tk.rows = static_cast<int>(std::min<int64_t>(kMaxRows, rows - r0));
-        tk.a = pr.a + (m0 + r0) * pr.lda + kb * 128;
+      // Row tiles of near-equal height (128 rows: 18 of 6 and 4 of 5, not 21 of 6 and one of 2):
+      // a thin tile re-reads the decoded block for little work.
+      const int64_t tiles = (rows + kMaxRows - 1) / kMaxRows;
+      for (int64_t tile = 0, r0 = 0; tile < tiles; ++tile) {
+        const int64_t height = rows / tiles + (tile < rows % tiles ? 1 : 0);
+        tk.rows = static_cast<int>(height);
+        tk.a = pr.a + (m0 + r0) * 128 + kb * pr.a_kb_stride;
         tk.sa = pr.sa ? pr.sa + (m0 + r0) * pr.ldsa + kb : nullptr;
         tk.out = s.out.data() + r0 * width;
         run_tile(tk);
+        r0 += height;
       }
     }
     store_rows(pr, m0, rows, col0, cols, s.out.data(), width);

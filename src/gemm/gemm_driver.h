@@ -13,8 +13,8 @@ namespace cachalot::gemm::detail {
 
 struct Problem {
   int64_t m = 0;                 // rows
-  const uint16_t* a = nullptr;   // BF16 rows, zero-padded to kblocks * 128, lda apart (even)
-  int64_t lda = 0;
+  const uint16_t* a = nullptr;   // BF16, k-block-major: row r, block kb at a + r * 128 + kb * a_kb_stride,
+  int64_t a_kb_stride = 0;       //   zero-padded past K (see gemm.cc: decoded activations)
   const float* sa = nullptr;     // [m][kblocks] scales, ldsa apart; null: 1
   int64_t ldsa = 0;
   int64_t group = 0;             // which group of the packed weights

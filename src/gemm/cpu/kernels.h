@@ -21,8 +21,9 @@ struct Tile {
   int rows = 0;                        // 1..kMaxRows
   int panels = 0;                      // 1..kMaxPanels
   int64_t kblocks = 0;
-  const uint16_t* a = nullptr;         // BF16 activations, row r at a + r * lda, zero past K
-  int64_t lda = 0;
+  const uint16_t* a = nullptr;         // BF16 activations: row r, block kb at a + r * lda + kb * a_kb_stride,
+  int64_t lda = 0;                     //   128 values each, zero past K
+  int64_t a_kb_stride = 0;
   const float* sa = nullptr;           // row r, block kb at sa[r * ldsa + kb]; null: scale 1
   int64_t ldsa = 0;
   bool b_fp8 = false;                  // B blocks are FP8 (decoded in registers) or BF16

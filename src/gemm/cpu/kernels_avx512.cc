@@ -44,7 +44,7 @@ void tile_kernel(const Tile& t) {
       for (int pn = 0; pn < kPanels; ++pn) acc[r][pn] = _mm512_setzero_ps();
     const uint8_t* block[kPanels];
     for (int pn = 0; pn < kPanels; ++pn) block[pn] = t.b[pn] + kb * t.b_stride;
-    const uint16_t* a = t.a + kb * 128;
+    const uint16_t* a = t.a + kb * t.a_kb_stride;
     for (int j = 0; j < kPairsPerBlock; ++j) {
       __m512i b[kPanels];
       for (int pn = 0; pn < kPanels; ++pn) {

@@ -43,7 +43,7 @@ void run_tile(const Tile& t) {
           }
         }
         for (int r = 0; r < t.rows; ++r) {
-          const uint16_t* a = t.a + r * t.lda + kb * 128 + 2 * j;
+          const uint16_t* a = t.a + r * t.lda + kb * t.a_kb_stride + 2 * j;
           const float a0 = bf16_bits_to_float(a[0]), a1 = bf16_bits_to_float(a[1]);
           for (int lane = 0; lane < kLanes; ++lane) {
             p[r][pn][lane] += a1 * b1[lane];
