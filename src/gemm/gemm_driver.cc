@@ -100,6 +100,12 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
     const int64_t rows = std::min(kRowsPerBlock, pr.m - m0);
     std::fill_n(s.out.data(), rows * width, 0.0f);
     for (int64_t kb = 0; kb < b.kblocks(); ++kb) {
+      if (fp8 && kb + 1 < b.kblocks()) {
+        // The chunk's next k-block (panels x 2 KiB, contiguous) is on its way while this one
+        // is decoded and used: for few rows the block's compute is too short to hide DRAM.
+        const uint8_t* next = b.panel(pr.group, first_panel) + (kb + 1) * b.panel_stride(first_panel);
+        for (int64_t off = 0; off < b.panel_stride(first_panel); off += 64) __builtin_prefetch(next + off);
+      }
       Tile tk = t;
       for (int64_t p = 0; p < panels; ++p) {
         const uint8_t* src = b.panel(pr.group, first_panel + p) + kb * b.panel_stride(first_panel);
