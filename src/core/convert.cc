@@ -32,12 +32,12 @@ void convert(const float* src, fp16* dst, size_t n) { map(src, dst, n, float_to_
 void convert(const fp16* src, float* dst, size_t n) { map(src, dst, n, fp16_to_float); }
 void convert(const float* src, fp8_e4m3* dst, size_t n) { map(src, dst, n, float_to_fp8_e4m3); }
 void convert(const fp8_e4m3* src, float* dst, size_t n) {
-  const auto& table = decode_table<fp8_e4m3, fp8_e4m3_to_float>();
+  const float* table = e4m3_to_float_table();
   map(src, dst, n, [&](fp8_e4m3 v) { return table[v.bits]; });
 }
 void convert(const fp8_e4m3* src, bf16* dst, size_t n) {
   // Every E4M3 value is exact in BF16 (3 mantissa bits, exponents within range).
-  const auto& table = decode_table<fp8_e4m3, fp8_e4m3_to_float>();
+  const float* table = e4m3_to_float_table();
   map(src, dst, n, [&](fp8_e4m3 v) { return float_to_bf16(table[v.bits]); });
 }
 void convert(const float* src, fp8_e5m2* dst, size_t n) { map(src, dst, n, float_to_fp8_e5m2); }

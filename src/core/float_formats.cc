@@ -77,6 +77,15 @@ const uint16_t* e4m3_magnitude_to_bf16_table() {
   return table.data();
 }
 
+const float* e4m3_to_float_table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (uint32_t c = 0; c < 256; ++c) t[c] = decode(kE4M3, c);
+    return t;
+  }();
+  return table.data();
+}
+
 const uint8_t* e4m3_magnitude_to_bf16_bytes() {
   alignas(64) static const std::array<uint8_t, 256> bytes = [] {
     std::array<uint8_t, 256> b{};

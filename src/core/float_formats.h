@@ -42,6 +42,8 @@ inline bf16 float_to_bf16(float x) {
 // BF16 codes of the 128 E4M3 magnitudes (code & 0x7F), built once: the register table the
 // vectorised E4M3 -> BF16 decoders permute through. Every E4M3 value is exact in BF16.
 const uint16_t* e4m3_magnitude_to_bf16_table();
+// float32 value of each of the 256 E4M3 codes (NaN for 0x7F/0xFF), built once: portable decoding.
+const float* e4m3_to_float_table();
 // The same codes split into bytes: [0, 128) the low bytes, [128, 256) the high bytes (the
 // byte-permute form of the table).
 const uint8_t* e4m3_magnitude_to_bf16_bytes();

@@ -1,7 +1,5 @@
 // Portable micro-kernel: plain C++ in the contract's order (kernels.h). The inner loops run over
 // the 16 lanes of a panel, which the compiler may vectorise without reordering any lane's sums.
-#include <array>
-
 #include "core/float_formats.h"
 #include "gemm/cpu/kernels.h"
 #include "gemm/packed_weights.h"
@@ -9,21 +7,12 @@
 namespace cachalot::gemm::kernels::portable {
 namespace {
 
-const std::array<float, 256>& e4m3_table() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int c = 0; c < 256; ++c) t[c] = fp8_e4m3_to_float(fp8_e4m3{static_cast<uint8_t>(c)});
-    return t;
-  }();
-  return table;
-}
-
 inline float bf16_bits_to_float(uint16_t bits) { return bf16_to_float(bf16{bits}); }
 
 }  // namespace
 
 void run_tile(const Tile& t) {
-  const auto& table = e4m3_table();
+  const float* table = e4m3_to_float_table();
   constexpr int kLanes = kPanelRows;
   for (int64_t kb = 0; kb < t.kblocks; ++kb) {
     float p[kMaxRows][kMaxPanels][kLanes] = {};
