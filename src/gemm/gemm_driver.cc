@@ -148,9 +148,12 @@ void run(const PackedWeights& b, const std::vector<Problem>& problems) {
     if (problems[i].m > 0)
       for (int64_t c = 0; c < chunks; ++c) items.emplace_back(i, c * kMaxPanels);
   const RunTile run_tile = tile_function();
+  // One problem: equal chunks, so each thread takes a contiguous range and streams it (its
+  // prefetches run into its own next chunk). Several (MoE groups of different sizes): dynamic.
+  const Schedule schedule = problems.size() == 1 ? Schedule::kStatic : Schedule::kDynamic;
   ThreadPool::global().parallel_for(0, static_cast<int64_t>(items.size()), [&](int64_t i0, int64_t i1, int) {
     for (int64_t i = i0; i < i1; ++i) run_chunk(b, problems[items[i].first], items[i].second, run_tile);
-  }, Schedule::kDynamic, 1);
+  }, schedule, 1);
 }
 
 }  // namespace cachalot::gemm::detail
