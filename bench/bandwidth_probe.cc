@@ -1,5 +1,8 @@
 #include "bench/bandwidth_probe.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -24,6 +27,11 @@ uint64_t sum_words(const uint64_t* p, size_t n) {
 }
 
 }  // namespace
+
+double dram_working_set_bytes() {
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return std::clamp(1.5 * static_cast<double>(std::max(l3, 0L)), 192.0 * (1 << 20), 768.0 * (1 << 20));
+}
 
 double read_bandwidth_gbs(size_t bytes, int repeats) {
   const size_t words = bytes / sizeof(uint64_t);
