@@ -9,7 +9,7 @@
 //   gemm_bf16_nt:                D = C + A x B^T with BF16 A and packed BF16 B
 //
 // Numerics: each 128-deep slice of K is accumulated in FP32 (vdpbf16ps order, see
-// cpu/kernels.h), multiplied by scale_a[row][kb] * scale_b[block][kb] and added into an FP32
+// tile_kernel.h), multiplied by scale_a[row][kb] * scale_b[block][kb] and added into an FP32
 // accumulator; D gets the accumulator (+ C, FP32) rounded to D's dtype (FP32 or BF16, nearest
 // even). K and N need not be multiples of 128. Rows that are not computed (m_indices -1, rows
 // past masked_m) are left untouched in D, as DeepGEMM does. d may alias c.

@@ -8,7 +8,7 @@
 #include "core/isa.h"
 #include "core/thread_pool.h"
 #include "core/trace.h"
-#include "gemm/cpu/kernels.h"
+#include "gemm/tile_kernel.h"
 
 namespace cachalot::gemm::detail {
 namespace {
@@ -29,6 +29,19 @@ using RunTile = void (*)(const Tile&);
 RunTile tile_function() {
   return active_isa() == Isa::kAvx512 ? &kernels::avx512::run_tile : &kernels::portable::run_tile;
 }
+
+}  // namespace
+}  // namespace cachalot::gemm::detail
+
+namespace cachalot::gemm::kernels {
+void run_tile(const Tile& tile) {
+  if (active_isa() == Isa::kAvx512) return avx512::run_tile(tile);
+  portable::run_tile(tile);
+}
+}  // namespace cachalot::gemm::kernels
+
+namespace cachalot::gemm::detail {
+namespace {
 
 // Per-thread scratch, grown on demand and reused across calls.
 struct Scratch {

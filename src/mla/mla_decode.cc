@@ -1,6 +1,7 @@
 #include "mla/mla_decode.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "core/trace.h"
+#include "gemm/tile_kernel.h"
 
 namespace cachalot::mla {
 namespace {
@@ -65,68 +67,166 @@ Shapes check_arguments(const Tensor& q, const PagedKvCache& cache, const Tensor&
   return s;
 }
 
-// Dot product with 16 independent partial sums, so the compiler can vectorise it without
-// reassociating one running sum.
-inline float dot(const float* a, const float* b, int64_t n) {
-  float part[16] = {};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int l = 0; l < 16; ++l) part[l] += a[i + l] * b[i + l];
-  for (; i < n; ++i) part[0] += a[i] * b[i];
-  float s = 0;
-  for (float p : part) s += p;
-  return s;
+// exp(x) for x <= 0 (scores minus their running max), vectorisable: 2^(x log2 e) split into an
+// integer power, applied through the exponent bits, and a degree-6 polynomial on [-0.5, 0.5]
+// (relative error ~2e-7). Below -87 it returns 0.
+inline float exp_nonpositive(float x) {
+  const float y = std::max(x, -87.0f) * 1.44269504088896341f;
+  const float n = std::nearbyint(y);
+  const float f = y - n;
+  float p = 1.5353362e-4f;
+  p = p * f + 1.3398874e-3f;
+  p = p * f + 9.6181291e-3f;
+  p = p * f + 5.5504109e-2f;
+  p = p * f + 2.4022651e-1f;
+  p = p * f + 6.9314718e-1f;
+  p = p * f + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < -87.0f ? 0.0f : p * scale;
 }
 
-// One split: rows = s_q x h_q query rows over tokens [begin, end) of one request, by blocks of
-// 64 tokens with an online softmax. Writes the split's normalised output and lse.
+constexpr int64_t kChunkTokens = 128;  // one k-block of the P V product
+
+// Per-thread buffers for one split, sized once per call.
+struct Scratch {
+  std::vector<uint16_t> q;        // BF16 query rows, zero-padded to kq_pad
+  std::vector<uint16_t> tokens;   // BF16 keys of the chunk's tokens [128][key_dim]
+  std::vector<uint16_t> kt;       // K^T panels: 8 panels x kq_pad/128 blocks x 4 KiB
+  std::vector<uint16_t> vt;       // V panels: latent/16 panels x 4 KiB
+  std::vector<float> scores;      // [rows][128]
+  std::vector<uint16_t> p;        // BF16 probabilities [rows][128]
+  std::vector<float> m, l;
+};
+
+// One split: rows = s_q x h_q query rows over tokens [begin, end) of one request, 128 tokens at
+// a time: S = Q K^T and O += P V through the BF16 tile kernel (gemm/tile_kernel.h), the online
+// softmax in between in FP32 (P rounded to BF16 for the product, as FlashAttention does; the
+// row sums, and so the lse, from the FP32 values). Writes the split's normalised output and lse.
 void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& cache, const int32_t* table_row,
-               int64_t seqlen, const float* q_rows, const Split& split, float scale, bool causal, float* out_rows,
-               float* lse_rows) {
+               int64_t seqlen, const uint16_t* q_bf16, const Split& split, float scale, bool causal, float* out_rows,
+               float* lse_rows, Scratch& w) {
+  using gemm::kernels::kMaxPanels;
+  using gemm::kernels::kMaxRows;
+  using gemm::kernels::Tile;
   const int64_t rows = s.rows, d = s.latent, kd = s.key_dim;
-  std::vector<float> keys(static_cast<size_t>(kBlockTokens * kd)), scores(static_cast<size_t>(kBlockTokens));
-  std::vector<float> m(static_cast<size_t>(rows), kNegInf), l(static_cast<size_t>(rows), 0.0f);
+  const int64_t kq_blocks = (kd + 127) / 128, kq_pad = kq_blocks * 128;
+  const int64_t kt_panel_elems = kq_blocks * 2048, v_panels = d / 16;
+  w.q.assign(static_cast<size_t>(rows * kq_pad), 0);
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(q_bf16 + r * kd, kd, w.q.data() + r * kq_pad);
+  w.tokens.resize(static_cast<size_t>(kChunkTokens * kd));
+  w.kt.assign(static_cast<size_t>(8 * kt_panel_elems), 0);
+  w.vt.resize(static_cast<size_t>(v_panels * 2048));
+  w.scores.resize(static_cast<size_t>(rows * kChunkTokens));
+  w.p.resize(static_cast<size_t>(rows * kChunkTokens));
+  w.m.assign(static_cast<size_t>(rows), kNegInf);
+  w.l.assign(static_cast<size_t>(rows), 0.0f);
   std::fill_n(out_rows, rows * d, 0.0f);
-  for (int64_t t0 = split.token_begin; t0 < split.token_end; t0 += kBlockTokens) {
-    const int64_t n = std::min<int64_t>(kBlockTokens - t0 % kBlockTokens, split.token_end - t0);
-    const int32_t block = table_row[t0 / kBlockTokens];
-    for (int64_t i = 0; i < n; ++i) decode_token(config, cache.token(block, t0 % kBlockTokens + i), keys.data() + i * kd);
-    for (int64_t row = 0; row < rows; ++row) {
+  std::vector<float> key(static_cast<size_t>(kd));
+
+  for (int64_t t0 = split.token_begin; t0 < split.token_end; t0 += kChunkTokens) {
+    const int64_t n = std::min<int64_t>(kChunkTokens, split.token_end - t0);
+    // Gather the chunk's keys as BF16 (FP8 caches are dequantized, then rounded to BF16).
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t = t0 + i;
+      const uint8_t* tok = cache.token(table_row[t / kBlockTokens], t % kBlockTokens);
+      uint16_t* dst = w.tokens.data() + i * kd;
+      if (config.format == KvFormat::kBf16) {
+        std::memcpy(dst, tok, static_cast<size_t>(kd) * 2);
+      } else {
+        decode_token(config, tok, key.data());
+        convert(key.data(), reinterpret_cast<bf16*>(dst), static_cast<size_t>(kd));
+      }
+    }
+    if (n < kChunkTokens) {
+      std::fill(w.tokens.begin() + n * kd, w.tokens.end(), 0);
+      std::fill(w.kt.begin(), w.kt.end(), 0);
+    }
+    // K^T panels (16 tokens each): pair g of token i -> panel i/16, block g/64, pair g%64, lane i%16.
+    auto* kt32 = reinterpret_cast<uint32_t*>(w.kt.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const auto* src = reinterpret_cast<const uint32_t*>(w.tokens.data() + i * kd);
+      uint32_t* panel = kt32 + (i / 16) * (kt_panel_elems / 2) + i % 16;
+      for (int64_t g = 0; g < kd / 2; ++g) panel[(g / 64) * 1024 + (g % 64) * 16] = src[g];
+    }
+    // V panels (16 latent dims each): tokens 2j, 2j+1 side by side per dim.
+    auto* vt32 = reinterpret_cast<uint32_t*>(w.vt.data());
+    for (int64_t j = 0; j < kChunkTokens / 2; ++j) {
+      const uint16_t* a = w.tokens.data() + (2 * j) * kd;
+      const uint16_t* b = a + kd;
+      for (int64_t c = 0; c < d; ++c) vt32[(c / 16) * 1024 + j * 16 + c % 16] = a[c] | (uint32_t{b[c]} << 16);
+    }
+
+    // S = Q K^T for all rows over the chunk's 128 tokens.
+    std::fill(w.scores.begin(), w.scores.end(), 0.0f);
+    for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows)
+      for (int64_t p0 = 0; p0 < 8; p0 += kMaxPanels) {
+        Tile t;
+        t.rows = static_cast<int>(std::min<int64_t>(kMaxRows, rows - r0));
+        t.panels = kMaxPanels;
+        t.kblocks = kq_blocks;
+        t.a = w.q.data() + r0 * kq_pad;
+        t.lda = kq_pad;
+        t.a_kb_stride = 128;
+        for (int p = 0; p < kMaxPanels; ++p) t.b[p] = reinterpret_cast<const uint8_t*>(w.kt.data() + (p0 + p) * kt_panel_elems);
+        t.b_stride = 4096;
+        t.out = w.scores.data() + r0 * kChunkTokens + p0 * 16;
+        t.ldo = kChunkTokens;
+        gemm::kernels::run_tile(t);
+      }
+
+    // Online softmax, row by row; rescale each row's accumulator by exp(m_old - m_new).
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t sq = r / s.h_q;
       // Bottom-right aligned causal mask: query position sq sees keys < seqlen - s_q + sq + 1.
-      const int64_t sq = row / s.h_q;
       const int64_t visible = causal ? seqlen - s.s_q + sq + 1 : seqlen;
       const int64_t valid = std::clamp<int64_t>(visible - t0, 0, n);
-      if (valid == 0) continue;
-      const float* qr = q_rows + row * kd;
-      float block_max = kNegInf;
-      for (int64_t i = 0; i < valid; ++i) {
-        scores[i] = scale * dot(qr, keys.data() + i * kd, kd);
-        block_max = std::max(block_max, scores[i]);
-      }
-      const float new_max = std::max(m[row], block_max);
-      const float correction = m[row] == kNegInf ? 0.0f : std::exp(m[row] - new_max);
-      float* acc = out_rows + row * d;
-      if (correction != 1.0f)
-        for (int64_t c = 0; c < d; ++c) acc[c] *= correction;
+      float* sr = w.scores.data() + r * kChunkTokens;
+      uint16_t* pr = w.p.data() + r * kChunkTokens;
+      float chunk_max = kNegInf;
+      for (int64_t i = 0; i < valid; ++i) chunk_max = std::max(chunk_max, sr[i] *= scale);
+      const float new_max = std::max(w.m[r], chunk_max);
       float sum = 0;
-      for (int64_t i = 0; i < valid; ++i) {
-        const float p = std::exp(scores[i] - new_max);
+      for (int64_t i = 0; i < kChunkTokens; ++i) {
+        const float p = i < valid ? exp_nonpositive(sr[i] - new_max) : 0.0f;
+        pr[i] = float_to_bf16(p).bits;
         sum += p;
-        const float* v = keys.data() + i * kd;
-        for (int64_t c = 0; c < d; ++c) acc[c] += p * v[c];
       }
-      l[row] = l[row] * correction + sum;
-      m[row] = new_max;
+      if (valid > 0 && w.m[r] != new_max && w.m[r] != kNegInf) {
+        const float correction = exp_nonpositive(w.m[r] - new_max);
+        for (int64_t c = 0; c < d; ++c) out_rows[r * d + c] *= correction;
+        w.l[r] *= correction;
+      }
+      if (valid > 0) w.m[r] = new_max;
+      w.l[r] += sum;
     }
+
+    // O += P V.
+    for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows)
+      for (int64_t p0 = 0; p0 < v_panels; p0 += kMaxPanels) {
+        Tile t;
+        t.rows = static_cast<int>(std::min<int64_t>(kMaxRows, rows - r0));
+        t.panels = static_cast<int>(std::min<int64_t>(kMaxPanels, v_panels - p0));
+        t.kblocks = 1;
+        t.a = w.p.data() + r0 * kChunkTokens;
+        t.lda = kChunkTokens;
+        t.a_kb_stride = kChunkTokens;
+        for (int p = 0; p < t.panels; ++p) t.b[p] = reinterpret_cast<const uint8_t*>(w.vt.data() + (p0 + p) * 2048);
+        t.b_stride = 0;
+        t.out = out_rows + r0 * d + p0 * 16;
+        t.ldo = d;
+        gemm::kernels::run_tile(t);
+      }
   }
-  for (int64_t row = 0; row < rows; ++row) {
-    if (l[row] == 0.0f) {  // no visible keys
-      lse_rows[row] = kNegInf;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (w.l[r] == 0.0f) {  // no visible keys
+      lse_rows[r] = kNegInf;
       continue;
     }
-    const float inv = 1.0f / l[row];
-    for (int64_t c = 0; c < d; ++c) out_rows[row * d + c] *= inv;
-    lse_rows[row] = m[row] + std::log(l[row]);
+    const float inv = 1.0f / w.l[r];
+    for (int64_t c = 0; c < d; ++c) out_rows[r * d + c] *= inv;
+    lse_rows[r] = w.m[r] + std::log(w.l[r]);
   }
 }
 
@@ -139,12 +239,12 @@ void mla_decode(const Tensor& q, const PagedKvCache& cache, const Tensor& block_
   span.arg("batch", s.batch).arg("h_q", s.h_q).arg("s_q", s.s_q).arg("splits", static_cast<int64_t>(plan.splits.size()));
   const int64_t rows = s.rows, d = s.latent, kd = s.key_dim;
 
-  // Queries as FP32 rows ([b][s_q * h_q][key_dim]).
-  std::vector<float> q32(static_cast<size_t>(s.batch * rows * kd));
-  if (q.dtype() == DType::kF32)
-    std::copy_n(q.data<float>(), q32.size(), q32.data());
+  // Queries as BF16 rows ([b][s_q * h_q][key_dim]); F32 queries are rounded to BF16.
+  std::vector<uint16_t> q16(static_cast<size_t>(s.batch * rows * kd));
+  if (q.dtype() == DType::kBF16)
+    std::copy_n(reinterpret_cast<const uint16_t*>(q.data<bf16>()), q16.size(), q16.data());
   else
-    convert(q.data<bf16>(), q32.data(), q32.size());
+    convert(q.data<float>(), reinterpret_cast<bf16*>(q16.data()), q16.size());
 
   const size_t num_splits = plan.splits.size();
   std::vector<float> part_out(num_splits * static_cast<size_t>(rows * d));
@@ -152,12 +252,13 @@ void mla_decode(const Tensor& q, const PagedKvCache& cache, const Tensor& block_
   const int32_t* seqlens = cache_seqlens.data<int32_t>();
   const int32_t* table = block_table.data<int32_t>();
   ThreadPool::global().parallel_for(0, plan.num_workers(), [&](int64_t w0, int64_t w1, int) {
+    thread_local Scratch scratch;
     for (int64_t w = w0; w < w1; ++w)
       for (int32_t i = plan.worker_begin[w]; i < plan.worker_begin[w + 1]; ++i) {
         const Split& sp = plan.splits[i];
         run_split(s, cache.config(), cache, table + sp.request * s.max_blocks, seqlens[sp.request],
-                  q32.data() + sp.request * rows * kd, sp, softmax_scale, causal, part_out.data() + i * rows * d,
-                  part_lse.data() + i * rows);
+                  q16.data() + sp.request * rows * kd, sp, softmax_scale, causal, part_out.data() + i * rows * d,
+                  part_lse.data() + i * rows, scratch);
       }
   }, Schedule::kDynamic, 1);
 

@@ -11,6 +11,10 @@
 // sees keys up to s_k - s_q + i (bottom-right aligned); with s_q = 1 causal changes nothing.
 // A request with no cached tokens gets out = 0 and lse = -inf. Each split of the plan is
 // computed with an online softmax in FP32 and the splits are merged by their lse.
+//
+// Precision: queries and keys enter the dot products as BF16 (F32 queries and FP8-dequantized
+// keys are rounded), products accumulate in FP32, probabilities are rounded to BF16 for P V
+// (as FlashAttention/FlashMLA do) while the softmax sums and lse stay FP32.
 #pragma once
 
 #include "core/tensor.h"

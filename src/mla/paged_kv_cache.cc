@@ -11,10 +11,10 @@
 namespace cachalot::mla {
 
 PagedKvCache::PagedKvCache(CacheConfig config, int64_t num_blocks) : config_(config), num_blocks_(num_blocks) {
-  CACHALOT_CHECK_ARG(config.latent_dim > 0 && config.rope_dim >= 0 && config.latent_dim % 2 == 0 &&
+  CACHALOT_CHECK_ARG(config.latent_dim > 0 && config.rope_dim >= 0 && config.latent_dim % 16 == 0 &&
                          config.rope_dim % 2 == 0,
-                     "MLA cache: latent_dim ({}) must be positive and even, rope_dim ({}) even", config.latent_dim,
-                     config.rope_dim);
+                     "MLA cache: latent_dim ({}) must be a positive multiple of 16 and rope_dim ({}) even",
+                     config.latent_dim, config.rope_dim);
   CACHALOT_CHECK_ARG(num_blocks >= 0, "MLA cache: negative block count {}", num_blocks);
   storage_ = Tensor::zeros(DType::kU8, {num_blocks, kBlockTokens, config.token_bytes()});
 }

@@ -27,6 +27,7 @@ struct CacheConfig {
   KvFormat format = KvFormat::kBf16;
 
   int64_t key_dim() const { return latent_dim + rope_dim; }
+  // The decode kernels work on 16-dim panels of the latent and on pairs of the key.
   int64_t scale_groups() const { return (latent_dim + 127) / 128; }
   int64_t token_bytes() const {
     return format == KvFormat::kBf16 ? key_dim() * 2 : latent_dim + scale_groups() * 4 + rope_dim * 2;

@@ -69,7 +69,8 @@ Tensor random_q(int64_t batch, int64_t s_q, int64_t h_q, int64_t key_dim, uint32
   return q;
 }
 
-// Plain softmax attention over the gathered cache, in float64.
+// Plain softmax attention over the gathered cache, in float64. Queries and keys enter at BF16
+// precision, as mla_decode documents (F32 queries and dequantized FP8 keys are rounded).
 void reference(const Batch& b, const Tensor& q, float scale, bool causal, std::vector<double>& out,
                std::vector<double>& lse) {
   const int64_t batch = q.size(0), s_q = q.size(1), h_q = q.size(2), kd = q.size(3), d = b.config.latent_dim;
@@ -77,7 +78,7 @@ void reference(const Batch& b, const Tensor& q, float scale, bool causal, std::v
   lse.assign(static_cast<size_t>(batch * h_q * s_q), -INFINITY);
   std::vector<float> qf(static_cast<size_t>(q.numel()));
   if (q.dtype() == DType::kF32)
-    std::copy_n(q.data<float>(), qf.size(), qf.data());
+    for (size_t i = 0; i < qf.size(); ++i) qf[i] = bf16_to_float(float_to_bf16(q.data<float>()[i]));
   else
     convert(q.data<bf16>(), qf.data(), qf.size());
   std::vector<float> key(static_cast<size_t>(kd));
@@ -87,6 +88,7 @@ void reference(const Batch& b, const Tensor& q, float scale, bool causal, std::v
     for (int64_t t = 0; t < len; ++t) {
       keys[t].resize(static_cast<size_t>(kd));
       b.cache->read_token(b.block_table.at<int32_t>(r, t / kBlockTokens), t % kBlockTokens, keys[t].data());
+      for (float& x : keys[t]) x = bf16_to_float(float_to_bf16(x));  // as the kernel sees FP8 keys
     }
     for (int64_t sq = 0; sq < s_q; ++sq)
       for (int64_t h = 0; h < h_q; ++h) {

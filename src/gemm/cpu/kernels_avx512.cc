@@ -8,7 +8,7 @@
 
 #include "core/float_formats.h"
 #include "core/isa.h"
-#include "gemm/cpu/kernels.h"
+#include "gemm/tile_kernel.h"
 #include "gemm/packed_weights.h"
 
 CACHALOT_AVX512_BEGIN

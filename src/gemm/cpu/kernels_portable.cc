@@ -1,7 +1,7 @@
-// Portable micro-kernel: plain C++ in the contract's order (kernels.h). The inner loops run over
+// Portable micro-kernel: plain C++ in the contract's order (tile_kernel.h). The inner loops run over
 // the 16 lanes of a panel, which the compiler may vectorise without reordering any lane's sums.
 #include "core/float_formats.h"
-#include "gemm/cpu/kernels.h"
+#include "gemm/tile_kernel.h"
 #include "gemm/packed_weights.h"
 
 namespace cachalot::gemm::kernels::portable {

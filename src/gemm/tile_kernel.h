@@ -1,4 +1,5 @@
-// The CPU micro-kernels behind gemm.h (internal to src/gemm).
+// The BF16 dot-product tile kernel behind gemm.h, public because MLA decode runs its two
+// small matrix products (Q K^T and P V) through it too.
 //
 // A kernel computes one tile: `rows` rows of A against `panels` packed 16-column panels of B,
 // over k-blocks [0, kblocks), adding into an FP32 tile `out` [rows][panels * 16]:
@@ -33,6 +34,9 @@ struct Tile {
   float* out = nullptr;                // FP32 tile, row r at out + r * ldo
   int64_t ldo = 0;
 };
+
+// Runs the tile with the kernel of the active ISA (core/isa.h).
+void run_tile(const Tile& tile);
 
 namespace portable {
 void run_tile(const Tile& tile);
