@@ -10,6 +10,8 @@ const std::vector<Bench>& all_benches() {
        run_convert},
       {"gemm", "FP8 block-scaled GEMM on DeepSeek-V3 shapes vs oneDNN BF16, OpenBLAS SGEMM, read bandwidth",
        run_gemm},
+      {"mla", "MLA decode over the paged KV cache: KV GB/s vs a read probe, FP8 vs BF16 cache, naive peer",
+       run_mla},
   };
   return benches;
 }

@@ -24,5 +24,6 @@ const std::vector<Bench>& all_benches();
 void run_threadpool(const Options& options, Reporter& reporter);
 void run_convert(const Options& options, Reporter& reporter);
 void run_gemm(const Options& options, Reporter& reporter);
+void run_mla(const Options& options, Reporter& reporter);
 
 }  // namespace cachalot::bench

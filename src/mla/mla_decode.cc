@@ -113,10 +113,14 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
   const int64_t rows = s.rows, d = s.latent, kd = s.key_dim;
   const int64_t kq_blocks = (kd + 127) / 128, kq_pad = kq_blocks * 128;
   const int64_t kt_panel_elems = kq_blocks * 2048, v_panels = d / 16;
-  w.q.assign(static_cast<size_t>(rows * kq_pad), 0);
-  for (int64_t r = 0; r < rows; ++r) std::copy_n(q_bf16 + r * kd, kd, w.q.data() + r * kq_pad);
+  w.q.resize(static_cast<size_t>(rows * kq_pad));
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy_n(q_bf16 + r * kd, kd, w.q.data() + r * kq_pad);
+    std::fill_n(w.q.data() + r * kq_pad + kd, kq_pad - kd, uint16_t{0});
+  }
   w.tokens.resize(static_cast<size_t>(kChunkTokens * kd));
-  w.kt.assign(static_cast<size_t>(8 * kt_panel_elems), 0);
+  // K^T panels: the pairs past key_dim stay zero (never written); a size change re-zeroes.
+  if (w.kt.size() != static_cast<size_t>(8 * kt_panel_elems)) w.kt.assign(static_cast<size_t>(8 * kt_panel_elems), 0);
   w.vt.resize(static_cast<size_t>(v_panels * 2048));
   w.scores.resize(static_cast<size_t>(rows * kChunkTokens));
   w.p.resize(static_cast<size_t>(rows * kChunkTokens));
@@ -140,6 +144,7 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
       }
     }
     if (n < kChunkTokens) {
+      // Tokens past the split's end are zero keys (their probabilities are zero too).
       std::fill(w.tokens.begin() + n * kd, w.tokens.end(), 0);
       std::fill(w.kt.begin(), w.kt.end(), 0);
     }
@@ -246,9 +251,15 @@ void mla_decode(const Tensor& q, const PagedKvCache& cache, const Tensor& block_
   else
     convert(q.data<float>(), reinterpret_cast<bf16*>(q16.data()), q16.size());
 
+  // Partial results per split, in buffers kept per calling thread (every element is written by
+  // its split, so nothing is cleared; fresh zeroed pages every call cost more than the decode).
   const size_t num_splits = plan.splits.size();
-  std::vector<float> part_out(num_splits * static_cast<size_t>(rows * d));
-  std::vector<float> part_lse(num_splits * static_cast<size_t>(rows));
+  // (Workers must not name these thread_locals: they would see their own. They get pointers.)
+  thread_local std::vector<float> out_buffer, lse_buffer;
+  if (out_buffer.size() < num_splits * static_cast<size_t>(rows * d)) out_buffer.resize(num_splits * static_cast<size_t>(rows * d));
+  if (lse_buffer.size() < num_splits * static_cast<size_t>(rows)) lse_buffer.resize(num_splits * static_cast<size_t>(rows));
+  float* const part_out = out_buffer.data();
+  float* const part_lse = lse_buffer.data();
   const int32_t* seqlens = cache_seqlens.data<int32_t>();
   const int32_t* table = block_table.data<int32_t>();
   ThreadPool::global().parallel_for(0, plan.num_workers(), [&](int64_t w0, int64_t w1, int) {
@@ -257,8 +268,8 @@ void mla_decode(const Tensor& q, const PagedKvCache& cache, const Tensor& block_
       for (int32_t i = plan.worker_begin[w]; i < plan.worker_begin[w + 1]; ++i) {
         const Split& sp = plan.splits[i];
         run_split(s, cache.config(), cache, table + sp.request * s.max_blocks, seqlens[sp.request],
-                  q16.data() + sp.request * rows * kd, sp, softmax_scale, causal, part_out.data() + i * rows * d,
-                  part_lse.data() + i * rows, scratch);
+                  q16.data() + sp.request * rows * kd, sp, softmax_scale, causal, part_out + i * rows * d,
+                  part_lse + i * rows, scratch);
       }
   }, Schedule::kDynamic, 1);
 
@@ -279,7 +290,7 @@ void mla_decode(const Tensor& q, const PagedKvCache& cache, const Tensor& block_
           if (lse_s == kNegInf) continue;
           const float w = std::exp(lse_s - lse_max);
           total += w;
-          const float* po = part_out.data() + (sp * rows + row) * d;
+          const float* po = part_out + (sp * rows + row) * d;
           for (int64_t c = 0; c < d; ++c) acc[c] += w * po[c];
         }
         for (int64_t c = 0; c < d; ++c) acc[c] /= total;
