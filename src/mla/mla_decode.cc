@@ -10,7 +10,9 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "core/trace.h"
+#include "core/isa.h"
 #include "gemm/tile_kernel.h"
+#include "mla/cpu/chunk_pack.h"
 
 namespace cachalot::mla {
 namespace {
@@ -146,21 +148,16 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
     if (n < kChunkTokens) {
       // Tokens past the split's end are zero keys (their probabilities are zero too).
       std::fill(w.tokens.begin() + n * kd, w.tokens.end(), 0);
-      std::fill(w.kt.begin(), w.kt.end(), 0);
     }
-    // K^T panels (16 tokens each): pair g of token i -> panel i/16, block g/64, pair g%64, lane i%16.
+    // K^T panels (16 tokens each) and V panels (16 latent dims each): cpu/chunk_pack.h.
     auto* kt32 = reinterpret_cast<uint32_t*>(w.kt.data());
-    for (int64_t i = 0; i < n; ++i) {
-      const auto* src = reinterpret_cast<const uint32_t*>(w.tokens.data() + i * kd);
-      uint32_t* panel = kt32 + (i / 16) * (kt_panel_elems / 2) + i % 16;
-      for (int64_t g = 0; g < kd / 2; ++g) panel[(g / 64) * 1024 + (g % 64) * 16] = src[g];
-    }
-    // V panels (16 latent dims each): tokens 2j, 2j+1 side by side per dim.
     auto* vt32 = reinterpret_cast<uint32_t*>(w.vt.data());
-    for (int64_t j = 0; j < kChunkTokens / 2; ++j) {
-      const uint16_t* a = w.tokens.data() + (2 * j) * kd;
-      const uint16_t* b = a + kd;
-      for (int64_t c = 0; c < d; ++c) vt32[(c / 16) * 1024 + j * 16 + c % 16] = a[c] | (uint32_t{b[c]} << 16);
+    if (active_isa() == Isa::kAvx512) {
+      pack::avx512::pack_kt(w.tokens.data(), kd, kq_blocks, kt32);
+      pack::avx512::pack_v(w.tokens.data(), kd, d, vt32);
+    } else {
+      pack::portable::pack_kt(w.tokens.data(), kd, kq_blocks, kt32);
+      pack::portable::pack_v(w.tokens.data(), kd, d, vt32);
     }
 
     // S = Q K^T for all rows over the chunk's 128 tokens.
@@ -172,6 +169,7 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
         t.panels = kMaxPanels;
         t.kblocks = kq_blocks;
         t.a = w.q.data() + r0 * kq_pad;
+        CACHALOT_ASSERT(static_cast<size_t>((r0 + t.rows) * kq_pad) <= w.q.size());
         t.lda = kq_pad;
         t.a_kb_stride = 128;
         for (int p = 0; p < kMaxPanels; ++p) t.b[p] = reinterpret_cast<const uint8_t*>(w.kt.data() + (p0 + p) * kt_panel_elems);
