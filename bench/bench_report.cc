@@ -55,3 +55,18 @@ double median_ns(const std::function<void()>& fn, int repeats, int inner) {
 }
 
 }  // namespace cachalot::bench
+
+namespace cachalot::bench {
+
+double median_ns_warm(const std::function<void()>& fn, double budget_s, int max_repeats) {
+  const auto start = std::chrono::steady_clock::now();
+  int warm = 0;
+  while (warm < 3 || std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 0.1) {
+    fn();
+    ++warm;
+  }
+  const double once = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / warm;
+  return median_ns(fn, std::clamp(static_cast<int>(budget_s / std::max(once, 1e-6)), 3, max_repeats), 1);
+}
+
+}  // namespace cachalot::bench

@@ -39,4 +39,9 @@ class Reporter {
 // times back to back so short bodies are measured above the clock's resolution.
 double median_ns(const std::function<void()>& fn, int repeats, int inner);
 
+// Median ns per call of a call that runs ~budget_s in all, after ~100 ms untimed: cores left
+// idle (e.g. while a peer's threads settle) run cold and clocked down, and a sub-millisecond
+// kernel timed cold measures the ramp, not itself. Repeats are clamped to [3, max_repeats].
+double median_ns_warm(const std::function<void()>& fn, double budget_s, int max_repeats);
+
 }  // namespace cachalot::bench

@@ -27,18 +27,8 @@ using gemm::PackedWeights;
 
 void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(200)); }
 
-// Median ns per call. The call first runs for ~100 ms untimed: after settle() the cores are
-// idle and clocked down, and a sub-millisecond kernel timed cold measures the ramp, not itself.
 double time_call(const std::function<void()>& fn, double budget_s, bool quick) {
-  const auto start = std::chrono::steady_clock::now();
-  int warm = 0;
-  while (warm < 3 || std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 0.1) {
-    fn();
-    ++warm;
-  }
-  const double once = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / warm;
-  const int repeats = std::clamp(static_cast<int>(budget_s / std::max(once, 1e-6)), 3, quick ? 9 : 51);
-  return median_ns(fn, repeats, 1);
+  return median_ns_warm(fn, budget_s, quick ? 9 : 51);
 }
 
 // Random FP8 weights (no NaN codes) with block scales around 1e-3.

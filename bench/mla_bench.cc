@@ -28,14 +28,7 @@ constexpr int64_t kLatent = 512, kRope = 64, kNope = 128, kHeadV = 128;
 
 double time_warm(const std::function<void()>& fn, bool quick) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  const auto start = std::chrono::steady_clock::now();
-  int warm = 0;
-  while (warm < 2 || std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 0.1) {
-    fn();
-    ++warm;
-  }
-  const double once = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / warm;
-  return median_ns(fn, std::clamp(static_cast<int>(0.5 / std::max(once, 1e-6)), 3, quick ? 5 : 21), 1);
+  return median_ns_warm(fn, 0.5, quick ? 5 : 21);
 }
 
 // A cache holding batch x seqlen tokens in consecutive blocks, filled from a pool of random
