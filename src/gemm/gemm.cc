@@ -23,7 +23,7 @@ struct DecodedA {
 };
 
 // Row r of `rows` (element type T, K values each) -> BF16 into the k-block-major buffer.
-template <typename T, typename Convert>
+template <typename Convert>
 DecodedA decode_rows(int64_t rows, int64_t k, int64_t kblocks, Convert convert_row) {
   DecodedA out;
   out.storage = Tensor::empty(DType::kBF16, {kblocks, rows, kBlock});
@@ -45,7 +45,7 @@ DecodedA decode_rows(int64_t rows, int64_t k, int64_t kblocks, Convert convert_r
 DecodedA decode_fp8_rows(const Tensor& a2, int64_t kblocks) {
   const auto* src = a2.data<fp8_e4m3>();
   const int64_t k = a2.size(1), ld = a2.stride(0);
-  return decode_rows<fp8_e4m3>(a2.size(0), k, kblocks,
+  return decode_rows(a2.size(0), k, kblocks,
                                [&](int64_t r, bf16* row) { convert(src + r * ld, row, static_cast<size_t>(k)); });
 }
 
@@ -178,7 +178,7 @@ void gemm_bf16_nt(const Tensor& a, const PackedWeights& b, Tensor& d, const Tens
   check_output(op, d, {a.size(0), b.n()}, c);
   const int64_t m = a.size(0), k = a.size(1), ld = a.stride(0);
   const auto* src = a.data<bf16>();
-  const DecodedA padded = decode_rows<bf16>(m, k, b.kblocks(), [&](int64_t r, bf16* row) {
+  const DecodedA padded = decode_rows(m, k, b.kblocks(), [&](int64_t r, bf16* row) {
     std::memcpy(row, src + r * ld, static_cast<size_t>(k) * sizeof(bf16));
   });
   detail::run(b, {make_problem(m, padded, 0, nullptr, 0, 0, d, 0, d.stride(0), c, 0, c ? c->stride(0) : 0)});

@@ -26,22 +26,10 @@ constexpr int64_t kDirectRows = 2;
 
 using RunTile = void (*)(const Tile&);
 
+// Resolved once per GEMM call, so tiles do not re-dispatch (kernels::run_tile does, per tile).
 RunTile tile_function() {
   return active_isa() == Isa::kAvx512 ? &kernels::avx512::run_tile : &kernels::portable::run_tile;
 }
-
-}  // namespace
-}  // namespace cachalot::gemm::detail
-
-namespace cachalot::gemm::kernels {
-void run_tile(const Tile& tile) {
-  if (active_isa() == Isa::kAvx512) return avx512::run_tile(tile);
-  portable::run_tile(tile);
-}
-}  // namespace cachalot::gemm::kernels
-
-namespace cachalot::gemm::detail {
-namespace {
 
 // Per-thread scratch, grown on demand and reused across calls.
 struct Scratch {
