@@ -36,20 +36,27 @@ void load_row(const Tensor& x, int64_t r, float* out) {
   }
 }
 
-// Encodes values[0..n) * inv_scale into FP8.
-void encode_scaled(const float* values, int64_t n, float inv_scale, fp8_e4m3* out, std::vector<float>& tmp) {
-  tmp.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) tmp[i] = values[i] * inv_scale;
-  convert(tmp.data(), out, static_cast<size_t>(n));
-}
+}  // namespace
 
-float amax_of(const float* v, int64_t n) {
+float group_amax(const float* x, int64_t n) {
   float m = 0;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(v[i]));
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
   return m;
 }
 
-}  // namespace
+float quantize_group(const float* x, int64_t n, float amax, fp8_e4m3* out, ScaleFormat format) {
+  amax = std::max(amax, kMinAmax);
+  const float scale = scale_for(amax, format);
+  // DeepGEMM multiplies by 448/amax; with UE8M0 the power-of-two scale itself is divided.
+  const float inv = format == ScaleFormat::kUe8m0 ? 1.0f / scale : kFp8E4M3Max / amax;
+  float scaled[kBlock];
+  for (int64_t c0 = 0; c0 < n; c0 += kBlock) {
+    const int64_t len = std::min(kBlock, n - c0);
+    for (int64_t i = 0; i < len; ++i) scaled[i] = x[c0 + i] * inv;
+    convert(scaled, out + c0, static_cast<size_t>(len));
+  }
+  return scale;
+}
 
 Fp8Tensor quantize_activations(const Tensor& x, ScaleFormat format) {
   check_matrix(x, "activations");
@@ -58,17 +65,13 @@ Fp8Tensor quantize_activations(const Tensor& x, ScaleFormat format) {
   auto* q = out.data.mutable_data<fp8_e4m3>();
   auto* s = out.scales.mutable_data<float>();
   ThreadPool::global().parallel_for(0, m, [&](int64_t r0, int64_t r1, int) {
-    std::vector<float> row(static_cast<size_t>(k)), tmp;
+    std::vector<float> row(static_cast<size_t>(k));
     for (int64_t r = r0; r < r1; ++r) {
       load_row(x, r, row.data());
       for (int64_t b = 0; b < kb; ++b) {
         const int64_t k0 = b * kBlock, len = std::min(kBlock, k - k0);
-        const float amax = std::max(amax_of(row.data() + k0, len), kMinAmax);
-        const float scale = scale_for(amax, format);
-        s[r * kb + b] = scale;
-        // DeepGEMM multiplies by 448/amax; with UE8M0 the power-of-two scale itself is divided.
-        const float inv = format == ScaleFormat::kUe8m0 ? 1.0f / scale : kFp8E4M3Max / amax;
-        encode_scaled(row.data() + k0, len, inv, q + r * k + k0, tmp);
+        const float* group = row.data() + k0;
+        s[r * kb + b] = quantize_group(group, len, group_amax(group, len), q + r * k + k0, format);
       }
     }
   });
@@ -82,20 +85,17 @@ Fp8Tensor quantize_weights(const Tensor& w, ScaleFormat format) {
   auto* q = out.data.mutable_data<fp8_e4m3>();
   auto* s = out.scales.mutable_data<float>();
   ThreadPool::global().parallel_for(0, nb, [&](int64_t b0, int64_t b1, int) {
-    std::vector<float> rows(static_cast<size_t>(kBlock * k)), tmp;
+    std::vector<float> rows(static_cast<size_t>(kBlock * k));
     for (int64_t bn = b0; bn < b1; ++bn) {
       const int64_t n0 = bn * kBlock, rows_here = std::min(kBlock, n - n0);
       for (int64_t r = 0; r < rows_here; ++r) load_row(w, n0 + r, rows.data() + r * k);
       for (int64_t bk = 0; bk < kb; ++bk) {
         const int64_t k0 = bk * kBlock, len = std::min(kBlock, k - k0);
         float amax = 0;
-        for (int64_t r = 0; r < rows_here; ++r) amax = std::max(amax, amax_of(rows.data() + r * k + k0, len));
-        amax = std::max(amax, kMinAmax);
-        const float scale = scale_for(amax, format);
-        s[bn * kb + bk] = scale;
-        const float inv = format == ScaleFormat::kUe8m0 ? 1.0f / scale : kFp8E4M3Max / amax;
+        for (int64_t r = 0; r < rows_here; ++r) amax = std::max(amax, group_amax(rows.data() + r * k + k0, len));
+        // Every row of the block is encoded with the block's amax, so all get the same scale.
         for (int64_t r = 0; r < rows_here; ++r)
-          encode_scaled(rows.data() + r * k + k0, len, inv, q + (n0 + r) * k + k0, tmp);
+          s[bn * kb + bk] = quantize_group(rows.data() + r * k + k0, len, amax, q + (n0 + r) * k + k0, format);
       }
     }
   });

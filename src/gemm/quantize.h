@@ -24,6 +24,13 @@ struct Fp8Tensor {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// One quantization group: encodes x[0..n) as FP8 given the group's amax (its largest magnitude,
+// which for a 128x128 weight block spans other rows too) and returns the scale. The one place
+// the scheme above is written; the KV cache's FP8 tokens use it as well.
+float quantize_group(const float* x, int64_t n, float amax, fp8_e4m3* out, ScaleFormat format = ScaleFormat::kFloat);
+// Largest magnitude of x[0..n).
+float group_amax(const float* x, int64_t n);
+
 // x: BF16 or F32 [M, K] -> FP8 [M, K] + scales [M, ceil(K/128)].
 Fp8Tensor quantize_activations(const Tensor& x, ScaleFormat format = ScaleFormat::kFloat);
 // w: BF16 or F32 [N, K] -> FP8 [N, K] + scales [ceil(N/128), ceil(K/128)].

@@ -242,12 +242,14 @@ void mla_decode(const Tensor& q, const PagedKvCache& cache, const Tensor& block_
   span.arg("batch", s.batch).arg("h_q", s.h_q).arg("s_q", s.s_q).arg("splits", static_cast<int64_t>(plan.splits.size()));
   const int64_t rows = s.rows, d = s.latent, kd = s.key_dim;
 
-  // Queries as BF16 rows ([b][s_q * h_q][key_dim]); F32 queries are rounded to BF16.
-  std::vector<uint16_t> q16(static_cast<size_t>(s.batch * rows * kd));
-  if (q.dtype() == DType::kBF16)
-    std::copy_n(reinterpret_cast<const uint16_t*>(q.data<bf16>()), q16.size(), q16.data());
-  else
-    convert(q.data<float>(), reinterpret_cast<bf16*>(q16.data()), q16.size());
+  // Queries as BF16 rows ([b][s_q * h_q][key_dim]): BF16 input is used in place, F32 rounded.
+  std::vector<uint16_t> q_rounded;
+  const uint16_t* q16 = reinterpret_cast<const uint16_t*>(q.raw_data());
+  if (q.dtype() == DType::kF32) {
+    q_rounded.resize(static_cast<size_t>(s.batch * rows * kd));
+    convert(q.data<float>(), reinterpret_cast<bf16*>(q_rounded.data()), q_rounded.size());
+    q16 = q_rounded.data();
+  }
 
   // Partial results per split, in buffers kept per calling thread (every element is written by
   // its split, so nothing is cleared; fresh zeroed pages every call cost more than the decode).
@@ -266,7 +268,7 @@ void mla_decode(const Tensor& q, const PagedKvCache& cache, const Tensor& block_
       for (int32_t i = plan.worker_begin[w]; i < plan.worker_begin[w + 1]; ++i) {
         const Split& sp = plan.splits[i];
         run_split(s, cache.config(), cache, table + sp.request * s.max_blocks, seqlens[sp.request],
-                  q16.data() + sp.request * rows * kd, sp, softmax_scale, causal, part_out + i * rows * d,
+                  q16 + sp.request * rows * kd, sp, softmax_scale, causal, part_out + i * rows * d,
                   part_lse + i * rows, scratch);
       }
   }, Schedule::kDynamic, 1);

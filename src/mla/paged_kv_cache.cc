@@ -7,6 +7,7 @@
 
 #include "core/convert.h"
 #include "core/error.h"
+#include "gemm/quantize.h"
 
 namespace cachalot::mla {
 
@@ -37,14 +38,9 @@ void PagedKvCache::write_token(int64_t block, int64_t slot, const float* latent,
   }
   auto* codes = reinterpret_cast<fp8_e4m3*>(t);
   auto* scales = reinterpret_cast<float*>(t + d);
-  float scaled[128];
   for (int64_t g = 0; g < config_.scale_groups(); ++g) {
     const int64_t c0 = g * 128, n = std::min<int64_t>(128, d - c0);
-    float amax = 1e-4f;
-    for (int64_t c = 0; c < n; ++c) amax = std::max(amax, std::fabs(latent[c0 + c]));
-    const float scale = amax / kFp8E4M3Max;
-    for (int64_t c = 0; c < n; ++c) scaled[c] = latent[c0 + c] * (kFp8E4M3Max / amax);
-    convert(scaled, codes + c0, static_cast<size_t>(n));
+    const float scale = gemm::quantize_group(latent + c0, n, gemm::group_amax(latent + c0, n), codes + c0);
     std::memcpy(scales + g, &scale, sizeof(float));
   }
   convert(rope, reinterpret_cast<bf16*>(t + d + config_.scale_groups() * 4), static_cast<size_t>(config_.rope_dim));

@@ -7,8 +7,9 @@
 // Token layouts:
 //   BF16: [latent BF16 x latent_dim][rope BF16 x rope_dim]                  (1152 bytes for 512+64)
 //   FP8:  [latent E4M3 x latent_dim][FP32 scale per 128 latent values][rope BF16 x rope_dim]
-//         (656 bytes for 512+64, FlashMLA's FP8 layout): latent value = e4m3 * scale, with
-//         scale = amax / 448 of its 128-value group (1e-4 floor), the rope key kept in BF16.
+//         (656 bytes for 512+64, FlashMLA's FP8 layout): latent value = e4m3 * scale, each
+//         128-value group quantized as activations are (gemm::quantize_group: scale = amax / 448,
+//         1e-4 floor), the rope key kept in BF16.
 #pragma once
 
 #include <cstdint>
