@@ -184,6 +184,34 @@ void gemm_bf16_nt(const Tensor& a, const PackedWeights& b, Tensor& d, const Tens
   detail::run(b, {make_problem(m, padded, 0, nullptr, 0, 0, d, 0, d.stride(0), c, 0, c ? c->stride(0) : 0)});
 }
 
+void gemm_bf16_grouped_masked(const Tensor& a, const PackedWeights& b, const Tensor& masked_m, Tensor& d,
+                              const Tensor* c) {
+  constexpr const char* op = "gemm_bf16_grouped_masked";
+  check(a.dim() == 3 && a.dtype() == DType::kBF16 && a.is_contiguous(), op,
+        fmt::format("a must be contiguous BF16 [G, M_max, K], got {}", a.description()));
+  check(b.format() == PackedWeights::Format::kBf16, op, "b must be packed BF16 weights (pack_bf16_weights)");
+  const int64_t groups = a.size(0), m_max = a.size(1), k = a.size(2);
+  check(groups == b.groups(), op, fmt::format("a has {} groups but b has {}", groups, b.groups()));
+  check(k == b.k(), op, fmt::format("a has K = {} but b has K = {}", k, b.k()));
+  check(masked_m.defined() && masked_m.dtype() == DType::kI32 && masked_m.shape() == Dims{groups} &&
+            masked_m.is_contiguous(),
+        op, fmt::format("masked_m must be contiguous I32 [{}], got {}", groups, masked_m.description()));
+  check_output(op, d, {groups, m_max, b.n()}, c);
+  const int32_t* counts = masked_m.data<int32_t>();
+  for (int64_t g = 0; g < groups; ++g)
+    check(counts[g] >= 0 && counts[g] <= m_max, op,
+          fmt::format("masked_m[{}] = {} is outside [0, {}]", g, counts[g], m_max));
+  const auto* src = a.data<bf16>();
+  const DecodedA padded = decode_rows(groups * m_max, k, b.kblocks(), [&](int64_t r, bf16* row) {
+    std::memcpy(row, src + r * k, static_cast<size_t>(k) * sizeof(bf16));
+  });
+  std::vector<Problem> problems;
+  for (int64_t g = 0; g < groups; ++g)
+    problems.push_back(make_problem(counts[g], padded, g * m_max, nullptr, 0, g, d, g * d.stride(0), d.stride(1), c,
+                                    c ? g * c->stride(0) : 0, c ? c->stride(1) : 0));
+  detail::run(b, problems);
+}
+
 void gemm_bf16_nt(const Tensor& a, const Tensor& b, Tensor& d, const Tensor* c) {
   gemm_bf16_nt(a, pack_bf16_weights(b), d, c);
 }

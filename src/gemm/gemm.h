@@ -7,6 +7,7 @@
 //   gemm_fp8_grouped_masked:     MoE decode layout: A [G, M_max, K], only the first masked_m[g]
 //                                rows of group g are computed
 //   gemm_bf16_nt:                D = C + A x B^T with BF16 A and packed BF16 B
+//   gemm_bf16_grouped_masked:    the masked layout with BF16 A and B
 //
 // Numerics: each 128-deep slice of K is accumulated in FP32 (vdpbf16ps order, see
 // tile_kernel.h), multiplied by scale_a[row][kb] * scale_b[block][kb] and added into an FP32
@@ -41,5 +42,10 @@ void gemm_fp8_grouped_masked(const Tensor& a, const Tensor& sa, const PackedWeig
 // a BF16 [M, K], b packed BF16.
 void gemm_bf16_nt(const Tensor& a, const PackedWeights& b, Tensor& d, const Tensor* c = nullptr);
 void gemm_bf16_nt(const Tensor& a, const Tensor& b, Tensor& d, const Tensor* c = nullptr);
+
+// Batched BF16 GEMM: a BF16 [G, M_max, K], b packed BF16 with G groups, masked_m I32 [G],
+// d [G, M_max, N]. (MLA's per-head absorbed projections: one group per head.)
+void gemm_bf16_grouped_masked(const Tensor& a, const PackedWeights& b, const Tensor& masked_m, Tensor& d,
+                              const Tensor* c = nullptr);
 
 }  // namespace cachalot::gemm

@@ -18,10 +18,10 @@ Tensor as_grouped(const Tensor& b, DType dtype, const char* what) {
   return b.dim() == 3 ? b : b.reshape({1, b.size(0), b.size(1)});
 }
 
-template <typename Element>
-void pack(const Tensor& b3, const PackedWeights& w, uint8_t* out) {
+// group_rows(g) points at group g's [N, K] rows (contiguous).
+template <typename Element, typename GroupRows>
+void pack(GroupRows group_rows, const PackedWeights& w, uint8_t* out) {
   const int64_t groups = w.groups(), n = w.n(), k = w.k(), panels = w.panels();
-  const auto* src = static_cast<const Element*>(b3.raw_data());
   std::memset(out, 0, static_cast<size_t>(groups * panels * w.kblocks() * w.block_bytes()));
   ThreadPool::global().parallel_for(0, groups * panels, [&](int64_t p0, int64_t p1, int) {
     for (int64_t gp = p0; gp < p1; ++gp) {
@@ -32,7 +32,7 @@ void pack(const Tensor& b3, const PackedWeights& w, uint8_t* out) {
       for (int64_t lane = 0; lane < kPanelRows; ++lane) {
         const int64_t row = p * kPanelRows + lane;
         if (row >= n) break;
-        const Element* src_row = src + (g * n + row) * k;
+        const Element* src_row = static_cast<const Element*>(static_cast<const void*>(group_rows(g))) + row * k;
         for (int64_t c = 0; c < k; ++c) {
           const int64_t kb = c / 128, j = (c % 128) / 2, e = c % 2;
           first[kb * stride + (j * kPanelRows + lane) * 2 + e] = src_row[c];
@@ -57,8 +57,37 @@ PackedWeights pack_fp8_weights(const Tensor& b, const Tensor& scales) {
   w.groups_ = groups, w.n_ = n, w.k_ = k;
   w.panels_ = ceil_div(n, kPanelRows), w.kblocks_ = ceil_div(k, kBlock);
   w.data_ = Tensor::empty(DType::kU8, {groups, w.panels_, w.kblocks_, w.block_bytes()});
-  pack<uint8_t>(b3, w, w.data_.mutable_data<uint8_t>());
+  pack<uint8_t>([&](int64_t g) { return b3.data<fp8_e4m3>() + g * n * k; }, w, w.data_.mutable_data<uint8_t>());
   w.scales_ = scales.reshape({groups, ceil_div(n, kBlock), w.kblocks_}).clone();
+  return w;
+}
+
+PackedWeights pack_fp8_weights(std::span<const Tensor> b, std::span<const Tensor> scales) {
+  CACHALOT_CHECK_ARG(!b.empty() && b.size() == scales.size(),
+                     "pack_fp8_weights: need one scales tensor per group ({} weights, {} scales)", b.size(),
+                     scales.size());
+  const int64_t groups = static_cast<int64_t>(b.size()), n = b[0].size(0), k = b[0].size(-1);
+  for (size_t g = 0; g < b.size(); ++g) {
+    CACHALOT_CHECK_ARG(b[g].dtype() == DType::kF8E4M3 && b[g].shape() == (Dims{n, k}) && b[g].is_contiguous(),
+                       "pack_fp8_weights: group {} must be contiguous F8_E4M3 [{}, {}], got {}", g, n, k,
+                       b[g].description());
+    CACHALOT_CHECK_ARG(scales[g].dtype() == DType::kF32 &&
+                           scales[g].shape() == (Dims{ceil_div(n, kBlock), ceil_div(k, kBlock)}) &&
+                           scales[g].is_contiguous(),
+                       "pack_fp8_weights: group {} scales must be contiguous F32 [{}, {}], got {}", g,
+                       ceil_div(n, kBlock), ceil_div(k, kBlock), scales[g].description());
+  }
+  PackedWeights w;
+  w.format_ = PackedWeights::Format::kFp8;
+  w.groups_ = groups, w.n_ = n, w.k_ = k;
+  w.panels_ = ceil_div(n, kPanelRows), w.kblocks_ = ceil_div(k, kBlock);
+  w.data_ = Tensor::empty(DType::kU8, {groups, w.panels_, w.kblocks_, w.block_bytes()});
+  pack<uint8_t>([&](int64_t g) { return b[static_cast<size_t>(g)].raw_data(); }, w, w.data_.mutable_data<uint8_t>());
+  const int64_t per_group = ceil_div(n, kBlock) * w.kblocks_;
+  w.scales_ = Tensor::empty(DType::kF32, {groups, ceil_div(n, kBlock), w.kblocks_});
+  for (int64_t g = 0; g < groups; ++g)
+    std::memcpy(w.scales_.mutable_data<float>() + g * per_group, scales[static_cast<size_t>(g)].data<float>(),
+                static_cast<size_t>(per_group) * sizeof(float));
   return w;
 }
 
@@ -69,7 +98,8 @@ PackedWeights pack_bf16_weights(const Tensor& b) {
   w.groups_ = b3.size(0), w.n_ = b3.size(1), w.k_ = b3.size(2);
   w.panels_ = ceil_div(w.n_, kPanelRows), w.kblocks_ = ceil_div(w.k_, kBlock);
   w.data_ = Tensor::empty(DType::kU8, {w.groups_, w.panels_, w.kblocks_, w.block_bytes()});
-  pack<uint16_t>(b3, w, w.data_.mutable_data<uint8_t>());
+  const int64_t group_elems = w.n_ * w.k_;
+  pack<uint16_t>([&](int64_t g) { return b3.data<bf16>() + g * group_elems; }, w, w.data_.mutable_data<uint8_t>());
   return w;
 }
 

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 
 #include "core/tensor.h"
 
@@ -54,6 +55,7 @@ class PackedWeights {
   size_t bytes() const { return data_.nbytes() + (scales_.defined() ? scales_.nbytes() : 0); }
 
   friend PackedWeights pack_fp8_weights(const Tensor& b, const Tensor& scales);
+  friend PackedWeights pack_fp8_weights(std::span<const Tensor> b, std::span<const Tensor> scales);
   friend PackedWeights pack_bf16_weights(const Tensor& b);
 
  private:
@@ -65,6 +67,9 @@ class PackedWeights {
 
 // b: F8_E4M3 [N, K] with scales F32 [ceil(N/128), ceil(K/128)], or [G, N, K] with [G, ., .].
 PackedWeights pack_fp8_weights(const Tensor& b, const Tensor& scales);
+// The same from G separate [N, K] tensors and their [ceil(N/128), ceil(K/128)] scales (MoE
+// experts are separate tensors in a checkpoint; this packs them without concatenating first).
+PackedWeights pack_fp8_weights(std::span<const Tensor> b, std::span<const Tensor> scales);
 // b: BF16 [N, K] or [G, N, K].
 PackedWeights pack_bf16_weights(const Tensor& b);
 

@@ -31,6 +31,11 @@ uint8_t* PagedKvCache::mutable_token(int64_t block, int64_t slot) { return const
 void PagedKvCache::write_token(int64_t block, int64_t slot, const float* latent, const float* rope) {
   uint8_t* t = mutable_token(block, slot);
   const int64_t d = config_.latent_dim;
+  if (config_.format == KvFormat::kF32) {
+    std::memcpy(t, latent, static_cast<size_t>(d) * 4);
+    std::memcpy(t + d * 4, rope, static_cast<size_t>(config_.rope_dim) * 4);
+    return;
+  }
   if (config_.format == KvFormat::kBf16) {
     convert(latent, reinterpret_cast<bf16*>(t), static_cast<size_t>(d));
     convert(rope, reinterpret_cast<bf16*>(t) + d, static_cast<size_t>(config_.rope_dim));
@@ -48,6 +53,10 @@ void PagedKvCache::write_token(int64_t block, int64_t slot, const float* latent,
 
 void decode_token(const CacheConfig& config, const uint8_t* t, float* key) {
   const int64_t d = config.latent_dim;
+  if (config.format == KvFormat::kF32) {
+    std::memcpy(key, t, static_cast<size_t>(config.key_dim()) * 4);
+    return;
+  }
   if (config.format == KvFormat::kBf16) {
     convert(reinterpret_cast<const bf16*>(t), key, static_cast<size_t>(config.key_dim()));
     return;

@@ -10,6 +10,7 @@
 //         (656 bytes for 512+64, FlashMLA's FP8 layout): latent value = e4m3 * scale, each
 //         128-value group quantized as activations are (gemm::quantize_group: scale = amax / 448,
 //         1e-4 floor), the rope key kept in BF16.
+//   F32:  [latent F32 x latent_dim][rope F32 x rope_dim]                   (exact mode)
 #pragma once
 
 #include <cstdint>
@@ -20,7 +21,9 @@ namespace cachalot::mla {
 
 inline constexpr int64_t kBlockTokens = 64;
 
-enum class KvFormat { kBf16, kFp8 };
+// kF32 keeps full precision (the model's exact numerics mode); kernels round it to BF16 as they
+// do FP32 queries.
+enum class KvFormat { kBf16, kFp8, kF32 };
 
 struct CacheConfig {
   int64_t latent_dim = 512;
@@ -31,6 +34,7 @@ struct CacheConfig {
   // The decode kernels work on 16-dim panels of the latent and on pairs of the key.
   int64_t scale_groups() const { return (latent_dim + 127) / 128; }
   int64_t token_bytes() const {
+    if (format == KvFormat::kF32) return key_dim() * 4;
     return format == KvFormat::kBf16 ? key_dim() * 2 : latent_dim + scale_groups() * 4 + rope_dim * 2;
   }
 };

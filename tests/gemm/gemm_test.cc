@@ -118,6 +118,12 @@ TEST_P(GemmIsaTest, GroupedContiguousFollowsEachRowsExpert) {
   Tensor d = Tensor::empty(DType::kF32, {m, n});
   std::fill_n(d.mutable_data<float>(), m * n, -7.0f);
   gemm_fp8_grouped_contiguous(a.data, a.scales, packed, m_indices, d);
+  // Packing the experts from separate tensors gives the same layout as packing them stacked.
+  std::vector<Tensor> expert_b, expert_s;
+  for (const Fp8Tensor& e : experts) expert_b.push_back(e.data), expert_s.push_back(e.scales);
+  Tensor d_list = d.clone();
+  gemm_fp8_grouped_contiguous(a.data, a.scales, pack_fp8_weights(expert_b, expert_s), m_indices, d_list);
+  ASSERT_EQ(std::memcmp(d.raw_data(), d_list.raw_data(), d.nbytes()), 0);
   for (int64_t r = 0; r < m; ++r) {
     if (idx[r] < 0) {
       for (int64_t c = 0; c < n; ++c) ASSERT_EQ(d.at<float>(r, c), -7.0f) << "padding row " << r << " was written";
@@ -177,6 +183,26 @@ TEST_P(GemmIsaTest, Bf16GemmAgainstDouble) {
     gemm_bf16_nt(a, b, d);
     EXPECT_LT(relative_norm_error(d.data<float>(), exact, exact.size()), 1e-5) << m << "x" << n << "x" << k;
     EXPECT_LT(calc_diff(d.data<float>(), exact, exact.size()), 1e-5);
+  }
+}
+
+TEST_P(GemmIsaTest, Bf16GroupedMaskedMatchesPerGroupGemms) {
+  const int64_t groups = 3, m_max = 5, n = 40, k = 200;
+  const int32_t counts[] = {5, 0, 2};
+  Tensor a = Tensor::empty(DType::kBF16, {groups, m_max, k}), b = Tensor::empty(DType::kBF16, {groups, n, k});
+  convert(random_f32(groups * m_max, k, 70).data<float>(), a.mutable_data<bf16>(), groups * m_max * k);
+  convert(random_f32(groups * n, k, 71).data<float>(), b.mutable_data<bf16>(), groups * n * k);
+  Tensor masked = Tensor::empty(DType::kI32, {groups});
+  std::memcpy(masked.mutable_data<int32_t>(), counts, sizeof(counts));
+  Tensor d = Tensor::empty(DType::kF32, {groups, m_max, n});
+  std::fill_n(d.mutable_data<float>(), d.numel(), -5.0f);
+  gemm_bf16_grouped_masked(a, pack_bf16_weights(b), masked, d);
+  for (int64_t g = 0; g < groups; ++g) {
+    Tensor want = Tensor::empty(DType::kF32, {m_max, n});
+    gemm_bf16_nt(a.select(0, g).clone(), b.select(0, g).clone(), want);
+    for (int64_t r = 0; r < m_max; ++r)
+      for (int64_t c = 0; c < n; ++c)
+        ASSERT_EQ(d.at<float>(g, r, c), r < counts[g] ? want.at<float>(r, c) : -5.0f) << g << " " << r << " " << c;
   }
 }
 

@@ -174,6 +174,7 @@ TEST(MlaDecode, ManyHeads) { check_case({kV3, {300, 65, 1}, 128, 2, true, 2}, 21
 TEST(MlaDecode, Fp8CacheMatchesItsDequantizedValues) {
   check_case({kV3Fp8, {1000, 64, 0, 65}, 16, 2, true, 3}, 31);
   check_case({CacheConfig{128, 32, KvFormat::kFp8}, {300, 1}, 4, 1, false, 2}, 32);
+  check_case({CacheConfig{128, 32, KvFormat::kF32}, {300, 1, 64}, 4, 2, true, 2}, 33);
   EXPECT_EQ(kV3Fp8.token_bytes(), 656);  // FlashMLA's FP8 token: 512 + 4 x 4 + 64 x 2
   EXPECT_EQ(kV3.token_bytes(), 1152);
 }
