@@ -1,0 +1,159 @@
+#include "model/model.h"
+
+#include <algorithm>
+
+#include "core/convert.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/trace.h"
+
+namespace cachalot::model {
+namespace {
+
+BatchLayout make_layout(std::span<const SequenceStep> steps, int64_t max_positions) {
+  BatchLayout l;
+  l.seq_begin.push_back(0);
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const SequenceStep& st = steps[s];
+    const int64_t n = static_cast<int64_t>(st.tokens.size());
+    CACHALOT_CHECK_ARG(n > 0, "forward: sequence {} has no new tokens", s);
+    CACHALOT_CHECK_ARG(st.start >= 0, "forward: sequence {} starts at negative position {}", s, st.start);
+    CACHALOT_CHECK_ARG(st.start + n <= max_positions,
+                       "forward: sequence {} would reach position {}, past the model's context of {} tokens", s,
+                       st.start + n, max_positions);
+    const int64_t blocks = (st.start + n + 63) / 64;
+    CACHALOT_CHECK_ARG(static_cast<int64_t>(st.block_table.size()) >= blocks,
+                       "forward: sequence {} needs {} KV blocks for {} tokens but its block table has {}", s, blocks,
+                       st.start + n, st.block_table.size());
+    l.start.push_back(st.start);
+    l.block_table.push_back(st.block_table);
+    for (int64_t i = 0; i < n; ++i) {
+      l.row_seq.push_back(static_cast<int64_t>(s));
+      l.row_pos.push_back(st.start + i);
+    }
+    l.seq_begin.push_back(l.seq_begin.back() + n);
+  }
+  return l;
+}
+
+}  // namespace
+
+Model::Model(ModelConfig config, ModelOptions options, Checkpoint checkpoint)
+    : config_(std::move(config)), options_(options), checkpoint_(std::move(checkpoint)) {
+  weights_ = bind_weights(checkpoint_, config_);
+  trace::Span span("prepare_weights", "model");
+  const Precision p = options_.precision;
+  attention_.reserve(weights_.layers.size());
+  moe_.resize(weights_.layers.size());
+  for (size_t l = 0; l < weights_.layers.size(); ++l) {
+    LayerWeights& layer = weights_.layers[l];
+    attention_.emplace_back(config_, layer.attn, p);
+    if (layer.is_moe)
+      moe_[l] = MoeLayer(config_, layer.moe, p);
+    else
+      prepare_mlp(layer.mlp, p);
+  }
+  weights_.lm_head.prepare(p, /*keep_fp32_output=*/true);
+}
+
+std::unique_ptr<Model> Model::load(const std::string& dir, const ModelOptions& options) {
+  trace::Span span("load_model", "model");
+  ModelConfig config = load_config(dir);
+  Checkpoint checkpoint = Checkpoint::open(dir);
+  log::info("loading {} ({} layers, hidden {}, {} experts) in {} mode", dir, config.num_hidden_layers,
+            config.hidden_size, config.n_routed_experts, options.precision == Precision::kExact ? "exact" : "fast");
+  return std::unique_ptr<Model>(new Model(std::move(config), options, std::move(checkpoint)));
+}
+
+KvCache Model::make_kv_cache(int64_t num_blocks) const {
+  mla::CacheConfig c{config_.kv_lora_rank, config_.qk_rope_head_dim,
+                     options_.precision == Precision::kExact ? mla::KvFormat::kF32 : options_.kv_format};
+  KvCache cache;
+  cache.layers.reserve(static_cast<size_t>(config_.num_hidden_layers));
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) cache.layers.emplace_back(c, num_blocks);
+  return cache;
+}
+
+int64_t Model::kv_bytes_per_token() const {
+  mla::CacheConfig c{config_.kv_lora_rank, config_.qk_rope_head_dim,
+                     options_.precision == Precision::kExact ? mla::KvFormat::kF32 : options_.kv_format};
+  return c.token_bytes() * config_.num_hidden_layers;
+}
+
+ForwardOutput Model::forward(std::span<const SequenceStep> steps, KvCache& cache, const ForwardOptions& options) const {
+  trace::Span span("forward", "model");
+  CACHALOT_CHECK_ARG(!steps.empty(), "forward: empty batch");
+  CACHALOT_CHECK_ARG(static_cast<int64_t>(cache.layers.size()) == config_.num_hidden_layers,
+                     "forward: the KV cache has {} layers, the model {}", cache.layers.size(), config_.num_hidden_layers);
+  const BatchLayout layout = make_layout(steps, config_.max_position_embeddings);
+  for (int64_t s = 0; s < layout.sequences(); ++s)
+    for (const int32_t b : layout.block_table[s].first((layout.row_pos[layout.seq_begin[s + 1] - 1] + 64) / 64))
+      CACHALOT_CHECK_ARG(b >= 0 && b < cache.num_blocks(), "forward: sequence {} uses block {}, outside the cache's {}",
+                         s, b, cache.num_blocks());
+  span.arg("rows", layout.rows()).arg("sequences", layout.sequences());
+  const Precision p = options_.precision;
+  const int64_t rows = layout.rows(), hidden = config_.hidden_size;
+
+  // Embedding.
+  Tensor h = Tensor::empty(DType::kF32, {rows, hidden});
+  {
+    int64_t r = 0;
+    for (const SequenceStep& st : steps)
+      for (const int32_t token : st.tokens) {
+        CACHALOT_CHECK_ARG(token >= 0 && token < config_.vocab_size, "forward: token id {} is outside the vocabulary of {}",
+                           token, config_.vocab_size);
+        float* dst = h.mutable_data<float>() + r++ * hidden;
+        if (weights_.embed.dtype() == DType::kBF16)
+          convert(weights_.embed.data<bf16>() + token * hidden, dst, static_cast<size_t>(hidden));
+        else
+          std::copy_n(weights_.embed.data<float>() + token * hidden, hidden, dst);
+      }
+    round_activations(p, h);
+  }
+
+  ForwardOutput out;
+  Tensor x = Tensor::empty(DType::kF32, {rows, hidden});
+  auto add_residual = [&](const Tensor& delta) {
+    float* hp = h.mutable_data<float>();
+    for (int64_t i = 0; i < rows * hidden; ++i) hp[i] += delta.data<float>()[i];
+    round_activations(p, h);
+  };
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    trace::Span layer_span("layer", "model");
+    layer_span.arg("layer", l);
+    const LayerWeights& layer = weights_.layers[l];
+    rms_norm(h.data<float>(), layer.attn_norm.data<float>(), rows, hidden, config_.rms_norm_eps, x.mutable_data<float>());
+    round_activations(p, x);
+    add_residual(attention_[l].forward(x, layout, cache.layers[l]));
+    rms_norm(h.data<float>(), layer.ffn_norm.data<float>(), rows, hidden, config_.rms_norm_eps, x.mutable_data<float>());
+    round_activations(p, x);
+    if (layer.is_moe) {
+      Routing routing;
+      add_residual(moe_[l].forward(x, options.record_routing ? &routing : nullptr));
+      if (options.record_routing) {
+        auto& per_token = out.routing.emplace_back();
+        for (int64_t r = 0; r < rows; ++r)
+          per_token.emplace_back(routing.experts.begin() + r * routing.k, routing.experts.begin() + (r + 1) * routing.k);
+      }
+    } else {
+      add_residual(mlp_forward(layer.mlp, x, p));
+    }
+  }
+
+  // Final norm and lm_head on the rows whose logits are wanted.
+  std::vector<int64_t> picked;
+  if (options.all_logits) {
+    for (int64_t r = 0; r < rows; ++r) picked.push_back(r);
+  } else {
+    for (int64_t s = 0; s < layout.sequences(); ++s) picked.push_back(layout.seq_begin[s + 1] - 1);
+  }
+  Tensor last = Tensor::empty(DType::kF32, {static_cast<int64_t>(picked.size()), hidden});
+  for (size_t i = 0; i < picked.size(); ++i)
+    rms_norm(h.data<float>() + picked[i] * hidden, weights_.final_norm.data<float>(), 1, hidden, config_.rms_norm_eps,
+             last.mutable_data<float>() + static_cast<int64_t>(i) * hidden);
+  round_activations(p, last);
+  out.logits = weights_.lm_head.forward(last);
+  return out;
+}
+
+}  // namespace cachalot::model

@@ -1,0 +1,85 @@
+// DeepSeek-V3 (and V2) forward pass on the gemm and mla libraries.
+//
+//   auto model = Model::load("path/to/model", {.precision = Precision::kFast});
+//   KvCache cache = model->make_kv_cache(num_blocks);
+//   ForwardOutput out = model->forward(steps, cache);
+//
+// One forward runs a batch of sequences, each with its own new tokens (a whole prompt, a chunk
+// of one, or one decode token), its position and its own KV blocks; the caller owns the block
+// tables (the engine's block manager, or a simple allocator in `generate`). Each layer writes
+// the new tokens' latent + roped key into the cache, then attends over everything cached.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "mla/paged_kv_cache.h"
+#include "model/attention.h"
+#include "model/config.h"
+#include "model/moe.h"
+#include "model/numerics.h"
+#include "model/weights.h"
+
+namespace cachalot::model {
+
+struct ModelOptions {
+  Precision precision = Precision::kFast;
+  // The cache format in fast mode (exact mode always keeps FP32).
+  mla::KvFormat kv_format = mla::KvFormat::kBf16;
+};
+
+// The model's KV cache: one paged cache per layer, all addressed by the same block ids.
+struct KvCache {
+  std::vector<mla::PagedKvCache> layers;
+  int64_t num_blocks() const { return layers.empty() ? 0 : layers[0].num_blocks(); }
+};
+
+struct SequenceStep {
+  std::span<const int32_t> tokens;       // the new tokens
+  int64_t start = 0;                     // their first position (tokens already cached)
+  std::span<const int32_t> block_table;  // block ids covering positions [0, start + tokens.size())
+};
+
+struct ForwardOptions {
+  bool all_logits = false;     // logits of every new token, else only each sequence's last
+  bool record_routing = false; // chosen experts of every new token in every MoE layer
+};
+
+struct ForwardOutput {
+  Tensor logits;  // F32 [rows, vocab]: every new token's (all_logits) or one per sequence
+  // routing[moe layer index][token][k], experts in score order; token = row of the batch's new
+  // tokens (sequence by sequence). Empty unless asked for.
+  std::vector<std::vector<std::vector<int32_t>>> routing;
+};
+
+class Model {
+ public:
+  // Reads config.json, opens the checkpoint (mmap), binds and checks every tensor, and in fast
+  // mode packs the weights for the kernels.
+  static std::unique_ptr<Model> load(const std::string& dir, const ModelOptions& options = {});
+
+  const ModelConfig& config() const { return config_; }
+  const ModelOptions& options() const { return options_; }
+  const ModelWeights& weights() const { return weights_; }
+  KvCache make_kv_cache(int64_t num_blocks) const;
+  // Bytes of KV cache per token over all layers.
+  int64_t kv_bytes_per_token() const;
+
+  ForwardOutput forward(std::span<const SequenceStep> steps, KvCache& cache, const ForwardOptions& options = {}) const;
+
+ private:
+  Model(ModelConfig config, ModelOptions options, Checkpoint checkpoint);
+
+  ModelConfig config_;
+  ModelOptions options_;
+  Checkpoint checkpoint_;  // owns the mappings the weights view
+  ModelWeights weights_;
+  std::vector<Attention> attention_;    // one per layer
+  std::vector<MoeLayer> moe_;           // one per layer (unused for dense layers)
+};
+
+}  // namespace cachalot::model

@@ -1,0 +1,207 @@
+#include "model/moe.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "core/trace.h"
+#include "gemm/gemm.h"
+#include "gemm/quantize.h"
+
+namespace cachalot::model {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// silu(gate) * up, element-wise into gate (each step rounded in fast mode, as BF16 tensors are).
+void swiglu(Tensor& gate, const Tensor& up, Precision precision) {
+  float* g = gate.mutable_data<float>();
+  const float* u = up.data<float>();
+  const int64_t n = gate.numel();
+  for (int64_t i = 0; i < n; ++i) g[i] = silu(g[i]);
+  round_activations(precision, g, n);
+  for (int64_t i = 0; i < n; ++i) g[i] *= u[i];
+  round_activations(precision, g, n);
+}
+
+// Indices of the `k` largest values (descending; ties to the lower index).
+void top_k(const float* v, int64_t n, int64_t k, int32_t* out) {
+  std::vector<int32_t> idx(static_cast<size_t>(n));
+  std::iota(idx.begin(), idx.end(), 0);
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int32_t a, int32_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
+  std::copy_n(idx.begin(), k, out);
+}
+
+}  // namespace
+
+void prepare_mlp(MlpWeights& w, Precision precision) {
+  w.gate.prepare(precision);
+  w.up.prepare(precision);
+  w.down.prepare(precision);
+}
+
+Tensor mlp_forward(const MlpWeights& w, const Tensor& x, Precision precision) {
+  Tensor g = w.gate.forward(x);
+  const Tensor u = w.up.forward(x);
+  swiglu(g, u, precision);
+  return w.down.forward(g);
+}
+
+MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision precision)
+    : config_(&config), w_(&weights), precision_(precision) {
+  w_->router.prepare(precision, /*keep_fp32_output=*/true);
+  if (w_->has_shared) prepare_mlp(w_->shared, precision);
+  grouped_ = precision == Precision::kFast;
+  for (const MlpWeights& e : w_->experts) grouped_ = grouped_ && e.gate.is_fp8() && e.up.is_fp8() && e.down.is_fp8();
+  if (grouped_) {
+    // All experts of the layer packed together: one grouped GEMM per projection.
+    std::vector<Tensor> b[3], s[3];
+    for (const MlpWeights& e : w_->experts) {
+      int i = 0;
+      for (const Linear* l : {&e.gate, &e.up, &e.down}) {
+        b[i].push_back(l->weight());
+        s[i].push_back(l->scale_inv());
+        ++i;
+      }
+    }
+    gate_ = gemm::pack_fp8_weights(b[0], s[0]);
+    up_ = gemm::pack_fp8_weights(b[1], s[1]);
+    down_ = gemm::pack_fp8_weights(b[2], s[2]);
+  } else {
+    for (MlpWeights& e : w_->experts) prepare_mlp(e, precision);
+  }
+}
+
+Routing MoeLayer::route(const ModelConfig& c, const Tensor& logits, const Tensor& bias) {
+  const int64_t tokens = logits.size(0), experts = c.n_routed_experts, k = c.num_experts_per_tok;
+  const int64_t per_group = experts / c.n_group;
+  Routing r;
+  r.k = k;
+  r.experts.resize(static_cast<size_t>(tokens * k));
+  r.weights.resize(static_cast<size_t>(tokens * k));
+  std::vector<float> scores(static_cast<size_t>(experts)), choice(static_cast<size_t>(experts)),
+      group_score(static_cast<size_t>(c.n_group));
+  std::vector<int32_t> groups(static_cast<size_t>(c.n_group));
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* l = logits.data<float>() + t * experts;
+    if (c.scoring_func == ScoringFunc::kSigmoid) {
+      for (int64_t e = 0; e < experts; ++e) scores[e] = 1.0f / (1.0f + std::exp(-l[e]));
+    } else {
+      const float max = *std::max_element(l, l + experts);
+      float sum = 0;
+      for (int64_t e = 0; e < experts; ++e) sum += scores[e] = std::exp(l[e] - max);
+      for (float& s : scores) s /= sum;
+    }
+    for (int64_t e = 0; e < experts; ++e) choice[e] = scores[e] + (bias.defined() ? bias.data<float>()[e] : 0.0f);
+    if (c.n_group > 1 && c.topk_method != TopkMethod::kGreedy) {
+      for (int64_t g = 0; g < c.n_group; ++g) {
+        const float* v = choice.data() + g * per_group;
+        if (c.topk_method == TopkMethod::kNoauxTc) {
+          int32_t best[2];
+          top_k(v, per_group, 2, best);
+          group_score[g] = v[best[0]] + v[best[1]];
+        } else {
+          group_score[g] = *std::max_element(v, v + per_group);
+        }
+      }
+      top_k(group_score.data(), c.n_group, c.topk_group, groups.data());
+      std::vector<bool> keep(static_cast<size_t>(c.n_group), false);
+      for (int64_t i = 0; i < c.topk_group; ++i) keep[groups[i]] = true;
+      for (int64_t e = 0; e < experts; ++e)
+        if (!keep[e / per_group]) choice[e] = kNegInf;
+    }
+    int32_t* chosen = r.experts.data() + t * k;
+    float* w = r.weights.data() + t * k;
+    top_k(choice.data(), experts, k, chosen);
+    float sum = 0;
+    for (int64_t i = 0; i < k; ++i) sum += w[i] = scores[chosen[i]];
+    const float norm = c.norm_topk_prob && k > 1 ? 1.0f / (sum + 1e-20f) : 1.0f;
+    for (int64_t i = 0; i < k; ++i) w[i] = w[i] * norm * static_cast<float>(c.routed_scaling_factor);
+  }
+  return r;
+}
+
+Tensor MoeLayer::run_experts_each(const Tensor& x, const Routing& routing) const {
+  const int64_t tokens = x.size(0), hidden = x.size(1), k = routing.k;
+  Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
+  for (int64_t e = 0; e < static_cast<int64_t>(w_->experts.size()); ++e) {
+    std::vector<std::pair<int64_t, float>> rows;  // (token, weight)
+    for (int64_t i = 0; i < tokens * k; ++i)
+      if (routing.experts[i] == e) rows.emplace_back(i / k, routing.weights[i]);
+    if (rows.empty()) continue;
+    Tensor xe = Tensor::empty(DType::kF32, {static_cast<int64_t>(rows.size()), hidden});
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::copy_n(x.data<float>() + rows[i].first * hidden, hidden, xe.mutable_data<float>() + i * hidden);
+    const Tensor ye = mlp_forward(w_->experts[e], xe, precision_);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      float* dst = y.mutable_data<float>() + rows[i].first * hidden;
+      const float* src = ye.data<float>() + i * hidden;
+      for (int64_t j = 0; j < hidden; ++j) dst[j] += rows[i].second * src[j];
+    }
+  }
+  return y;
+}
+
+Tensor MoeLayer::run_experts_fast(const Tensor& x, const Routing& routing) const {
+  const int64_t tokens = x.size(0), hidden = x.size(1), k = routing.k, pairs = tokens * k;
+  const int64_t experts = static_cast<int64_t>(w_->experts.size()), kb = gemm::ceil_div(hidden, 128);
+  // Sort (token, slot) pairs by expert: rows of one expert become one problem of the grouped GEMM.
+  std::vector<int64_t> order(static_cast<size_t>(pairs));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return routing.experts[a] < routing.experts[b]; });
+  const gemm::Fp8Tensor xq = gemm::quantize_activations(x);
+  Tensor a = Tensor::empty(DType::kF8E4M3, {pairs, hidden});
+  Tensor sa = Tensor::empty(DType::kF32, {pairs, kb});
+  Tensor m_indices = Tensor::empty(DType::kI32, {pairs});
+  for (int64_t r = 0; r < pairs; ++r) {
+    const int64_t t = order[r] / k;
+    std::memcpy(a.mutable_data<fp8_e4m3>() + r * hidden, xq.data.data<fp8_e4m3>() + t * hidden, static_cast<size_t>(hidden));
+    std::copy_n(xq.scales.data<float>() + t * kb, kb, sa.mutable_data<float>() + r * kb);
+    m_indices.mutable_data<int32_t>()[r] = routing.experts[order[r]];
+  }
+  CACHALOT_ASSERT(experts == gate_.groups());
+  const int64_t inter = gate_.n();
+  Tensor g = Tensor::empty(DType::kF32, {pairs, inter}), u = Tensor::empty(DType::kF32, {pairs, inter});
+  gemm::gemm_fp8_grouped_contiguous(a, sa, gate_, m_indices, g);
+  gemm::gemm_fp8_grouped_contiguous(a, sa, up_, m_indices, u);
+  round_activations(precision_, g);
+  round_activations(precision_, u);
+  swiglu(g, u, precision_);
+  const gemm::Fp8Tensor hq = gemm::quantize_activations(g);
+  Tensor d = Tensor::empty(DType::kF32, {pairs, hidden});
+  gemm::gemm_fp8_grouped_contiguous(hq.data, hq.scales, down_, m_indices, d);
+  round_activations(precision_, d);
+  Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
+  for (int64_t r = 0; r < pairs; ++r) {
+    const int64_t t = order[r] / k;
+    const float w = routing.weights[order[r]];
+    float* dst = y.mutable_data<float>() + t * hidden;
+    const float* src = d.data<float>() + r * hidden;
+    for (int64_t j = 0; j < hidden; ++j) dst[j] += w * src[j];
+  }
+  return y;
+}
+
+Tensor MoeLayer::forward(const Tensor& x, Routing* routing_out) const {
+  trace::Span span("moe", "model");
+  span.arg("tokens", x.size(0));
+  const Tensor logits = w_->router.forward(x);
+  Routing routing = route(*config_, logits, w_->score_bias);
+  Tensor y = grouped_ ? run_experts_fast(x, routing) : run_experts_each(x, routing);
+  if (w_->has_shared) {
+    const Tensor z = mlp_forward(w_->shared, x, precision_);
+    float* p = y.mutable_data<float>();
+    for (int64_t i = 0; i < y.numel(); ++i) p[i] += z.data<float>()[i];
+  }
+  round_activations(precision_, y);
+  if (routing_out != nullptr) *routing_out = std::move(routing);
+  return y;
+}
+
+}  // namespace cachalot::model
