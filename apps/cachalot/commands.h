@@ -9,5 +9,7 @@ namespace cachalot::cli {
 void add_version_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_init_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
 
 }  // namespace cachalot::cli

@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   cli::add_version_command(app);
   cli::add_inspect_command(app);
   cli::add_bench_command(app);
+  cli::add_init_command(app);
+  cli::add_generate_command(app);
 
   try {
     log::init();
