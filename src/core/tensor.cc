@@ -4,6 +4,8 @@
 #include <cstring>
 #include <new>
 
+#include "core/buffer_cache.h"
+
 namespace cachalot {
 
 Dims::Dims(std::initializer_list<int64_t> values) : Dims(std::span<const int64_t>(values.begin(), values.size())) {}
@@ -60,14 +62,13 @@ Tensor Tensor::empty(DType dtype, Dims shape) {
   t.shape_ = shape;
   t.strides_ = contiguous_strides(shape);
   t.writable_ = true;
-  // Round up so aligned_alloc's size is a multiple of the alignment; never allocate 0 bytes.
-  const size_t bytes = (t.nbytes() + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
-  void* memory = std::aligned_alloc(kTensorAlignment, bytes == 0 ? kTensorAlignment : bytes);
+  const size_t bytes = t.nbytes();
+  void* memory = allocate_buffer(bytes);
   if (memory == nullptr)
     raise(ErrorKind::kResourceExhausted, "out of memory allocating {} bytes for tensor {}", bytes,
           t.description());
   t.data_ = memory;
-  t.owner_ = std::shared_ptr<const void>(memory, [](const void* p) { std::free(const_cast<void*>(p)); });
+  t.owner_ = std::shared_ptr<const void>(memory, [bytes](const void* p) { release_buffer(const_cast<void*>(p), bytes); });
   return t;
 }
 

@@ -22,13 +22,16 @@ Tensor as_grouped(const Tensor& b, DType dtype, const char* what) {
 template <typename Element, typename GroupRows>
 void pack(GroupRows group_rows, const PackedWeights& w, uint8_t* out) {
   const int64_t groups = w.groups(), n = w.n(), k = w.k(), panels = w.panels();
-  std::memset(out, 0, static_cast<size_t>(groups * panels * w.kblocks() * w.block_bytes()));
   ThreadPool::global().parallel_for(0, groups * panels, [&](int64_t p0, int64_t p1, int) {
     for (int64_t gp = p0; gp < p1; ++gp) {
       const int64_t g = gp / panels, p = gp % panels;
       // Same arithmetic as PackedWeights::panel(), on the writable buffer.
       auto* first = reinterpret_cast<Element*>(out + (w.panel(g, p) - w.panel(0, 0)));
       const int64_t stride = w.panel_stride(p) / static_cast<int64_t>(sizeof(Element));
+      // Zero the panel's blocks here, in parallel (padding rows and k stay zero): on a fresh
+      // buffer this is also where its pages are first touched.
+      for (int64_t kb = 0; kb < w.kblocks(); ++kb)
+        std::memset(first + kb * stride, 0, static_cast<size_t>(w.block_bytes()));
       for (int64_t lane = 0; lane < kPanelRows; ++lane) {
         const int64_t row = p * kPanelRows + lane;
         if (row >= n) break;

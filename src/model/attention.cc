@@ -232,10 +232,20 @@ Tensor Attention::forward(const Tensor& x, const BatchLayout& layout, mla::Paged
   span.arg("rows", layout.rows());
   const Tensor q = project_queries(x, layout);
   write_cache(x, layout, cache);
-  const Tensor q_latent = absorb_queries(q);
-  const Tensor o_latent = precision_ == Precision::kExact ? attend_exact(q_latent, layout, cache)
-                                                          : attend_fast(q_latent, layout, cache);
-  return w_->o.forward(expand_values(o_latent));
+  Tensor q_latent, o_latent, values;
+  {
+    trace::Span s("absorb_queries", "model");
+    q_latent = absorb_queries(q);
+  }
+  {
+    trace::Span s("attend", "model");
+    o_latent = precision_ == Precision::kExact ? attend_exact(q_latent, layout, cache) : attend_fast(q_latent, layout, cache);
+  }
+  {
+    trace::Span s("expand_values", "model");
+    values = expand_values(o_latent);
+  }
+  return w_->o.forward(values);
 }
 
 }  // namespace cachalot::model
