@@ -12,6 +12,8 @@ const std::vector<Bench>& all_benches() {
        run_gemm},
       {"mla", "MLA decode over the paged KV cache: KV GB/s vs a read probe, FP8 vs BF16 cache, naive peer",
        run_mla},
+      {"model", "the model (random v3-slice): prefill and decode tokens/s vs this machine's roofline",
+       run_model},
   };
   return benches;
 }

@@ -10,7 +10,8 @@
 namespace cachalot::bench {
 
 struct Options {
-  bool quick = false;  // fewer repeats and sizes: a smoke run for demos and tests
+  bool quick = false;      // fewer repeats and sizes: a smoke run for demos and tests
+  std::string model_dir;   // `bench model`: the checkpoint (default: a random one, written once)
 };
 
 struct Bench {
@@ -25,5 +26,6 @@ void run_threadpool(const Options& options, Reporter& reporter);
 void run_convert(const Options& options, Reporter& reporter);
 void run_gemm(const Options& options, Reporter& reporter);
 void run_mla(const Options& options, Reporter& reporter);
+void run_model(const Options& options, Reporter& reporter);
 
 }  // namespace cachalot::bench

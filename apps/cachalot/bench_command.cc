@@ -21,6 +21,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("WHAT", args->what, "which benchmark, or 'all'")->required();
   cmd->add_flag("--json", args->json, "one JSON object per line");
   cmd->add_flag("--quick", args->options.quick, "fewer sizes and repeats (a smoke run)");
+  cmd->add_option("--model", args->options.model_dir,
+                  "bench model: checkpoint folder (default: bench-models/v3-slice, or mini with --quick, written once)");
   cmd->callback([args] {
     const std::string& what = args->what;
     bench::Reporter reporter(args->json);
