@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
 #include <numeric>
+
+#include "core/buffer_cache.h"
 
 namespace cachalot {
 namespace {
@@ -93,6 +96,38 @@ TEST(DType, NamesRoundTrip) {
   EXPECT_EQ(dtype_size(DType::kF8E4M3), 1u);
   EXPECT_EQ(dtype_size(DType::kBF16), 2u);
   EXPECT_FALSE(dtype_from_name("F4").has_value());
+}
+
+}  // namespace
+}  // namespace cachalot
+
+namespace cachalot {
+namespace {
+
+TEST(BufferCache, LargeBuffersAreReusedAndSmallOnesAreNot) {
+  drop_buffer_cache();
+  const size_t large = size_t{3} << 20;
+  void* a = allocate_buffer(large);
+  ASSERT_NE(a, nullptr);
+  std::memset(a, 1, large);  // every byte is usable
+  release_buffer(a, large);
+#if !defined(__SANITIZE_ADDRESS__)
+  EXPECT_EQ(cached_buffer_bytes(), size_t{4} << 20);  // rounded to 2 MiB pages
+  void* b = allocate_buffer(large - 1000);  // a similar size reuses the cached buffer
+  EXPECT_EQ(b, a);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b) % (size_t{2} << 20), 0u);
+  void* c = allocate_buffer(size_t{1} << 20);  // nothing cached fits within 2x: a new one
+  EXPECT_NE(c, a);
+  release_buffer(c, size_t{1} << 20);
+  release_buffer(b, large - 1000);
+  EXPECT_EQ(cached_buffer_bytes(), size_t{6} << 20);
+#endif
+  void* small = allocate_buffer(100);
+  ASSERT_NE(small, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small) % 64, 0u);
+  release_buffer(small, 100);
+  drop_buffer_cache();
+  EXPECT_EQ(cached_buffer_bytes(), 0u);
 }
 
 }  // namespace
