@@ -53,14 +53,18 @@ std::string slurp(const std::string& path) {
 }
 }  // namespace
 
-CommandResult run_cachalot(const std::vector<std::string>& args) {
+CommandResult run_cachalot(const std::vector<std::string>& args, const std::string& stdin_text) {
   TempDir io;
-  const std::string out_path = io.file("stdout"), err_path = io.file("stderr");
+  const std::string out_path = io.file("stdout"), err_path = io.file("stderr"), in_path = io.file("stdin");
+  {
+    std::ofstream in(in_path, std::ios::binary);
+    in << stdin_text;
+  }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 0, in_path.c_str(), O_RDONLY, 0);
   std::vector<std::string> argv_storage = {CACHALOT_TEST_BINARY};
   argv_storage.insert(argv_storage.end(), args.begin(), args.end());
   std::vector<char*> argv;

@@ -42,7 +42,8 @@ struct CommandResult {
   std::string err;
 };
 
-// Runs the built cachalot binary with args (no shell), capturing stdout and stderr.
-CommandResult run_cachalot(const std::vector<std::string>& args);
+// Runs the built cachalot binary with args (no shell) and stdin_text on its standard input,
+// capturing stdout and stderr.
+CommandResult run_cachalot(const std::vector<std::string>& args, const std::string& stdin_text = "");
 
 }  // namespace cachalot::testing
