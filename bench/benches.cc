@@ -14,6 +14,8 @@ const std::vector<Bench>& all_benches() {
        run_mla},
       {"model", "the model (random v3-slice): prefill and decode tokens/s vs this machine's roofline",
        run_model},
+      {"tokenizer", "DeepSeek-V3 tokenizer encode/decode MB/s on mixed text vs @huggingface/tokenizers (node)",
+       run_tokenizer},
   };
   return benches;
 }

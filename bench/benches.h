@@ -27,5 +27,6 @@ void run_convert(const Options& options, Reporter& reporter);
 void run_gemm(const Options& options, Reporter& reporter);
 void run_mla(const Options& options, Reporter& reporter);
 void run_model(const Options& options, Reporter& reporter);
+void run_tokenizer(const Options& options, Reporter& reporter);
 
 }  // namespace cachalot::bench
