@@ -1,0 +1,364 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/trace.h"
+#include "engine/text_output.h"
+
+namespace cachalot::engine {
+
+using Clock = std::chrono::steady_clock;
+
+struct Engine::Sequence {
+  uint64_t id;
+  RequestParams params;
+  std::shared_ptr<RequestStream> stream;
+  std::vector<int32_t> tokens;  // prompt, then generated
+  int64_t prompt_len;
+  int64_t computed = 0;           // tokens whose KV is in the cache
+  std::vector<int32_t> blocks;    // block table
+  std::vector<uint64_t> hashes;   // chain hashes of the committed full blocks
+  int64_t cached_prompt_tokens = -1;  // set at first admission
+  int64_t generated = 0;
+  model::Sampler sampler;
+  TextOutput text;
+  Clock::time_point arrival, last_token;
+
+  Sequence(uint64_t id_, RequestParams p, const tokenizer::Tokenizer* tok)
+      : id(id_), params(std::move(p)), stream(std::make_shared<RequestStream>()), tokens(params.prompt),
+        prompt_len(static_cast<int64_t>(params.prompt.size())), sampler(params.sampling), text(tok, params.stop),
+        arrival(Clock::now()) {}
+};
+
+int64_t blocks_for_budget(const model::Model& model, double gigabytes) {
+  const double bytes_per_block = static_cast<double>(model.kv_bytes_per_token()) * BlockManager::kBlockTokens;
+  return static_cast<int64_t>(gigabytes * 1e9 / bytes_per_block);
+}
+
+Engine::Engine(std::shared_ptr<const model::Model> model, std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
+               EngineOptions options)
+    : model_(std::move(model)), tokenizer_(std::move(tokenizer)), options_(options),
+      cache_(model_->make_kv_cache(options.kv_blocks)), blocks_(options.kv_blocks) {
+  CACHALOT_CHECK_ARG(options.max_batch_tokens >= 1, "max_batch_tokens must be >= 1");
+  CACHALOT_CHECK_ARG(options.max_running >= 1, "max_running must be >= 1");
+  publish_metrics(0, 0);
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::shared_ptr<RequestStream> Engine::submit(RequestParams p) {
+  const model::ModelConfig& c = model_->config();
+  CACHALOT_CHECK_ARG(!p.prompt.empty(), "the prompt is empty");
+  for (int32_t id : p.prompt) {
+    CACHALOT_CHECK_ARG(id >= 0 && id < c.vocab_size, "prompt token id {} is outside the vocabulary of {}", id, c.vocab_size);
+  }
+  CACHALOT_CHECK_ARG(p.max_tokens >= 1, "max_tokens must be >= 1, got {}", p.max_tokens);
+  const int64_t total = static_cast<int64_t>(p.prompt.size()) + p.max_tokens;
+  CACHALOT_CHECK_ARG(total <= c.max_position_embeddings,
+                     "the prompt ({} tokens) plus max_tokens ({}) exceeds the model's context of {} tokens",
+                     p.prompt.size(), p.max_tokens, c.max_position_embeddings);
+  const int64_t need = (total + BlockManager::kBlockTokens - 1) / BlockManager::kBlockTokens;
+  CACHALOT_CHECK_ARG(need <= blocks_.total(),
+                     "the prompt plus max_tokens needs {} KV blocks but the cache has {}; raise --kv-cache-gb", need,
+                     blocks_.total());
+  model::validate(p.sampling);
+  CACHALOT_CHECK_ARG(p.stop.empty() || tokenizer_, "stop strings need the model's tokenizer.json");
+  CACHALOT_CHECK_ARG(p.top_logprobs <= 20, "top_logprobs must be at most 20, got {}", p.top_logprobs);
+  if (draining_) raise(ErrorKind::kResourceExhausted, "the server is shutting down");
+
+  std::unique_lock lock(mutex_);
+  if (static_cast<int64_t>(incoming_.size()) + outstanding_.load() >= options_.max_waiting + options_.max_running) {
+    lock.unlock();
+    metrics_.update([](MetricsSnapshot& m) { ++m.requests_rejected; });
+    raise(ErrorKind::kResourceExhausted, "the request queue is full ({} requests); retry later",
+          options_.max_waiting + options_.max_running);
+  }
+  auto seq = std::make_unique<Sequence>(next_id_++, std::move(p), tokenizer_.get());
+  auto stream = seq->stream;
+  incoming_.push_back(std::move(seq));
+  ++outstanding_;
+  lock.unlock();
+  wake_.notify_one();
+  return stream;
+}
+
+void Engine::drain(std::chrono::milliseconds grace) {
+  draining_ = true;
+  std::unique_lock lock(mutex_);
+  if (!idle_.wait_for(lock, grace, [&] { return outstanding_.load() == 0; })) {
+    log::warn("engine: {} requests still running after the grace period; cancelling them", outstanding_.load());
+    for (auto& s : incoming_) s->stream->cancel();
+    lock.unlock();
+    // The engine thread owns waiting_/running_; ask it to cancel everything on its next step.
+    cancel_all_ = true;
+    wake_.notify_all();
+    lock.lock();
+    idle_.wait(lock, [&] { return outstanding_.load() == 0; });
+  }
+}
+
+void Engine::loop() {
+  while (true) {
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stop_ || !incoming_.empty() || !waiting_.empty() || !running_.empty(); });
+      if (stop_) break;
+    }
+    try {
+      step();
+    } catch (const std::exception& e) {
+      // A failed forward fails the batch, not the server.
+      log::error("engine step failed: {}", e.what());
+      for (auto& seq : running_) finish(*seq, FinishReason::kError, e.what());
+      running_.clear();
+    }
+  }
+  // Shutting down: everything left is cancelled.
+  take_incoming();
+  for (auto& seq : running_) finish(*seq, FinishReason::kCancelled);
+  for (auto& seq : waiting_) finish(*seq, FinishReason::kCancelled);
+  running_.clear();
+  waiting_.clear();
+}
+
+void Engine::take_incoming() {
+  std::lock_guard lock(mutex_);
+  while (!incoming_.empty()) {
+    waiting_.push_back(std::move(incoming_.front()));
+    incoming_.pop_front();
+  }
+}
+
+void Engine::finish(Sequence& seq, FinishReason reason, std::string error) {
+  blocks_.release(seq.blocks);
+  seq.blocks.clear();
+  FinishEvent e;
+  e.reason = reason;
+  e.text = reason == FinishReason::kStop || reason == FinishReason::kLength ? seq.text.finish() : std::string();
+  e.error = std::move(error);
+  e.prompt_tokens = seq.prompt_len;
+  e.completion_tokens = seq.generated;
+  e.cached_prompt_tokens = std::max<int64_t>(seq.cached_prompt_tokens, 0);
+  seq.stream->push_finish(std::move(e));
+  const double seconds = std::chrono::duration<double>(Clock::now() - seq.arrival).count();
+  metrics_.update([&](MetricsSnapshot& m) {
+    if (reason == FinishReason::kCancelled) ++m.requests_cancelled;
+    else if (reason == FinishReason::kError) ++m.requests_failed;
+    else ++m.requests_finished;
+  });
+  if (reason == FinishReason::kStop || reason == FinishReason::kLength) metrics_.observe_e2e(seconds);
+  if (--outstanding_ == 0) {
+    std::lock_guard lock(mutex_);
+    idle_.notify_all();
+  }
+}
+
+void Engine::drop_cancelled() {
+  const bool all = cancel_all_.exchange(false);
+  auto cancelled = [&](const SequencePtr& s) {
+    if (!all && !s->stream->cancelled()) return false;
+    finish(*s, FinishReason::kCancelled);
+    return true;
+  };
+  std::erase_if(running_, cancelled);
+  std::erase_if(waiting_, cancelled);
+}
+
+void Engine::admit() {
+  while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_running) {
+    Sequence& seq = *waiting_.front();
+    if (seq.blocks.empty() && options_.prefix_caching) {
+      seq.blocks = blocks_.match_prefix(seq.tokens, seq.hashes);
+      seq.computed = static_cast<int64_t>(seq.blocks.size()) * BlockManager::kBlockTokens;
+    }
+    // Admit only when the rest of what is already known (prompt and tokens so far) fits now.
+    const int64_t need =
+        (static_cast<int64_t>(seq.tokens.size()) + BlockManager::kBlockTokens - 1) / BlockManager::kBlockTokens -
+        static_cast<int64_t>(seq.blocks.size());
+    if (need > blocks_.available()) {
+      blocks_.release(seq.blocks);  // hand the matched blocks back while we wait
+      seq.blocks.clear();
+      seq.hashes.clear();
+      seq.computed = 0;
+      break;
+    }
+    if (seq.cached_prompt_tokens < 0) {  // first admission (not a readmission after preemption)
+      seq.cached_prompt_tokens = std::min(seq.computed, seq.prompt_len);
+      metrics_.update([&](MetricsSnapshot& m) {
+        m.prompt_tokens += static_cast<uint64_t>(seq.prompt_len);
+        m.prompt_cache_hit_tokens += static_cast<uint64_t>(seq.cached_prompt_tokens);
+      });
+    }
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+}
+
+bool Engine::ensure_blocks(Sequence& seq, int64_t positions) {
+  const auto need = static_cast<std::size_t>((positions + BlockManager::kBlockTokens - 1) / BlockManager::kBlockTokens);
+  while (seq.blocks.size() < need) {
+    const auto block = blocks_.allocate();
+    if (!block) return false;
+    seq.blocks.push_back(*block);
+  }
+  return true;
+}
+
+void Engine::preempt_newest() {
+  SequencePtr victim = std::move(running_.back());
+  running_.pop_back();
+  blocks_.release(victim->blocks);
+  victim->blocks.clear();
+  victim->hashes.clear();
+  victim->computed = 0;
+  metrics_.update([](MetricsSnapshot& m) { ++m.preemptions; });
+  waiting_.push_front(std::move(victim));
+}
+
+void Engine::step() {
+  take_incoming();
+  drop_cancelled();
+  admit();
+  if (running_.empty()) {
+    publish_metrics(0, 0);
+    return;
+  }
+
+  // Plan: every decoding sequence feeds its one new token (oldest first; when blocks run out the
+  // newest running sequence is preempted), then prompts take chunks of what budget is left.
+  std::vector<int64_t> chunk(running_.size(), 0);
+  int64_t budget = options_.max_batch_tokens;
+  for (std::size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence& seq = *running_[i];
+    if (static_cast<int64_t>(seq.tokens.size()) - seq.computed != 1) continue;
+    while (!ensure_blocks(seq, seq.computed + 1)) {
+      preempt_newest();
+      if (i >= running_.size()) break;  // preempted itself
+    }
+    if (i >= running_.size()) break;
+    chunk[i] = 1;
+    --budget;
+  }
+  chunk.resize(running_.size());
+  for (std::size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence& seq = *running_[i];
+    const int64_t remaining = static_cast<int64_t>(seq.tokens.size()) - seq.computed;
+    if (remaining <= 1) continue;
+    int64_t n = std::min(remaining, budget);
+    // Take what the free blocks cover; a prompt never preempts others for its chunk.
+    while (n > 0 && !ensure_blocks(seq, seq.computed + n)) {
+      const int64_t covered = static_cast<int64_t>(seq.blocks.size()) * BlockManager::kBlockTokens - seq.computed;
+      n = std::min(n - 1, covered);
+    }
+    chunk[i] = std::max<int64_t>(n, 0);
+    budget -= chunk[i];
+  }
+  std::vector<model::SequenceStep> steps;
+  std::vector<Sequence*> stepped;
+  int64_t batch_tokens = 0;
+  for (std::size_t i = 0; i < running_.size(); ++i) {
+    if (chunk[i] == 0) continue;
+    Sequence& seq = *running_[i];
+    steps.push_back({std::span<const int32_t>(seq.tokens).subspan(seq.computed, chunk[i]), seq.computed, seq.blocks});
+    stepped.push_back(&seq);
+    batch_tokens += chunk[i];
+  }
+  if (steps.empty()) {
+    // Every running sequence is a prompt stuck without blocks: free the newest to unblock the rest.
+    preempt_newest();
+    return;
+  }
+
+  model::ForwardOutput out;
+  {
+    trace::Span span("engine step", "engine");
+    out = model_->forward(steps, cache_);
+  }
+  const int64_t vocab = model_->config().vocab_size;
+  for (std::size_t s = 0; s < stepped.size(); ++s) {
+    Sequence& seq = *stepped[s];
+    seq.computed += static_cast<int64_t>(steps[s].tokens.size());
+    if (options_.prefix_caching) {
+      for (std::size_t b = seq.hashes.size(); b < static_cast<std::size_t>(seq.computed / BlockManager::kBlockTokens); ++b) {
+        const uint64_t parent = b == 0 ? 0 : seq.hashes[b - 1];
+        seq.hashes.push_back(blocks_.commit(
+            seq.blocks[b], parent,
+            std::span<const int32_t>(seq.tokens).subspan(b * BlockManager::kBlockTokens, BlockManager::kBlockTokens)));
+      }
+    }
+    if (seq.computed == static_cast<int64_t>(seq.tokens.size())) emit_token(seq, out.logits.data<float>() + s * vocab);
+  }
+  std::erase_if(running_, [](const SequencePtr& s) { return s->blocks.empty() && s->computed < 0; });
+  publish_metrics(static_cast<int64_t>(steps.size()), batch_tokens);
+}
+
+void Engine::emit_token(Sequence& seq, const float* logits) {
+  const model::ModelConfig& c = model_->config();
+  const int64_t vocab = c.vocab_size;
+  TokenEvent e;
+  e.token = seq.sampler.sample(logits, vocab);
+  if (seq.params.top_logprobs >= 0) {
+    const float max = *std::max_element(logits, logits + vocab);
+    double sum = 0;
+    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(logits[v] - max));
+    const float log_z = max + static_cast<float>(std::log(sum));
+    e.logprob = logits[e.token] - log_z;
+    std::vector<int32_t> order(static_cast<std::size_t>(vocab));
+    for (int32_t v = 0; v < vocab; ++v) order[v] = v;
+    const auto k = static_cast<std::size_t>(seq.params.top_logprobs);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    for (std::size_t i = 0; i < k; ++i) e.top.push_back({order[i], logits[order[i]] - log_z});
+  }
+  seq.tokens.push_back(e.token);
+  ++seq.generated;
+  e.text = seq.text.push(e.token);
+
+  const auto now = Clock::now();
+  if (seq.generated == 1) metrics_.observe_ttft(std::chrono::duration<double>(now - seq.arrival).count());
+  else metrics_.observe_inter_token(std::chrono::duration<double>(now - seq.last_token).count());
+  seq.last_token = now;
+  metrics_.update([](MetricsSnapshot& m) { ++m.generation_tokens; });
+
+  const int32_t token = e.token;
+  seq.stream->push_token(std::move(e));
+  const bool eos = !seq.params.ignore_eos && c.eos_token_id && token == *c.eos_token_id;
+  const bool stop_id = std::find(seq.params.stop_token_ids.begin(), seq.params.stop_token_ids.end(), token) !=
+                       seq.params.stop_token_ids.end();
+  if (eos || stop_id || seq.text.stopped()) {
+    finish(seq, FinishReason::kStop);
+  } else if (seq.generated >= seq.params.max_tokens ||
+             static_cast<int64_t>(seq.tokens.size()) >= c.max_position_embeddings) {
+    finish(seq, FinishReason::kLength);
+  } else {
+    return;
+  }
+  seq.computed = -1;  // marks it for removal from running_
+}
+
+void Engine::publish_metrics(int64_t batch_sequences, int64_t batch_tokens) {
+  const auto waiting = static_cast<int64_t>(waiting_.size()), running = static_cast<int64_t>(running_.size());
+  metrics_.update([&](MetricsSnapshot& m) {
+    m.waiting = waiting;
+    m.running = running;
+    m.last_batch_sequences = batch_sequences;
+    m.last_batch_tokens = batch_tokens;
+    m.kv_blocks_total = blocks_.total();
+    m.kv_blocks_used = blocks_.in_use();
+    m.kv_blocks_cached = blocks_.cached();
+  });
+}
+
+}  // namespace cachalot::engine
