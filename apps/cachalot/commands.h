@@ -12,5 +12,6 @@ void add_bench_command(CLI::App& app);
 void add_init_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace cachalot::cli

@@ -1,0 +1,119 @@
+// `cachalot serve --model DIR [--host H] [--port P] [--kv-cache-gb G] ...`: the OpenAI-compatible
+// server in front of the continuous-batching engine. SIGTERM or SIGINT drains: new requests get
+// 503, requests in flight finish (up to --shutdown-grace-s, then they are cancelled), then the
+// server exits 0.
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include "apps/cachalot/commands.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "engine/engine.h"
+#include "server/http_server.h"
+
+namespace cachalot::cli {
+namespace {
+
+struct Args {
+  std::string model_dir, served_name, precision = "fast", kv_cache = "bf16";
+  server::ServerOptions server;
+  engine::EngineOptions engine;
+  double kv_cache_gb = 2.0;
+  bool no_prefix_caching = false;
+  double shutdown_grace_s = 30;
+};
+
+std::string default_name(const std::string& dir) {
+  std::filesystem::path p(dir);
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
+void run(Args a) {
+  // Signals are taken by one thread with sigwait, so block them before any other thread starts
+  // (the model's thread pool, the engine, the HTTP workers inherit the mask).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  CACHALOT_CHECK_ARG(a.kv_cache_gb > 0, "--kv-cache-gb must be positive, got {}", a.kv_cache_gb);
+  model::ModelOptions options;
+  options.precision = a.precision == "exact" ? model::Precision::kExact : model::Precision::kFast;
+  options.kv_format = a.kv_cache == "fp8" ? mla::KvFormat::kFp8 : mla::KvFormat::kBf16;
+  std::shared_ptr<const model::Model> m = model::Model::load(a.model_dir, options);
+  std::shared_ptr<const tokenizer::Tokenizer> tok;
+  if (tokenizer::Tokenizer::present(a.model_dir)) {
+    tok = std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::load(a.model_dir));
+  } else {
+    log::warn("{} has no tokenizer.json: prompts must be token ids and responses carry no text", a.model_dir);
+  }
+  a.engine.kv_blocks = engine::blocks_for_budget(*m, a.kv_cache_gb);
+  a.engine.prefix_caching = !a.no_prefix_caching;
+  CACHALOT_CHECK_ARG(a.engine.kv_blocks >= 1, "--kv-cache-gb {} holds no 64-token block of this model's cache",
+                     a.kv_cache_gb);
+  engine::Engine engine(m, tok, a.engine);
+  a.server.model_name = a.served_name.empty() ? default_name(a.model_dir) : a.served_name;
+  server::HttpServer http(engine, a.server);
+  http.bind();
+  fmt::print("cachalot serve: {} on http://{}:{} ({} KV blocks of 64 tokens, {:.2f} GB)\n", a.server.model_name,
+             a.server.host, http.port(), a.engine.kv_blocks, a.kv_cache_gb);
+  std::fflush(stdout);
+
+  std::atomic<bool> served{false};
+  std::thread signal_thread([&] {
+    const timespec tick{0, 200'000'000};
+    while (!served) {
+      const int sig = sigtimedwait(&signals, nullptr, &tick);
+      if (sig < 0) continue;
+      log::warn("cachalot serve: signal {}: draining (grace {} s)", sig, a.shutdown_grace_s);
+      engine.drain(std::chrono::milliseconds(static_cast<int64_t>(a.shutdown_grace_s * 1000)));
+      http.stop();
+      return;
+    }
+  });
+  try {
+    http.run();
+  } catch (...) {
+    served = true;
+    signal_thread.join();
+    throw;
+  }
+  served = true;
+  signal_thread.join();
+  std::fprintf(stderr, "cachalot serve: stopped\n");
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app) {
+  auto args = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("serve", "serve the model over an OpenAI-compatible HTTP API");
+  cmd->add_option("--model", args->model_dir, "model folder (config.json + safetensors [+ tokenizer.json])")->required();
+  cmd->add_option("--host", args->server.host, "address to listen on (default 127.0.0.1)");
+  cmd->add_option("--port", args->server.port, "port (default 8000; 0 picks a free one)");
+  cmd->add_option("--served-model-name", args->served_name, "model id clients name (default: the folder's name)");
+  cmd->add_option("--kv-cache-gb", args->kv_cache_gb, "memory for the paged KV cache in GB (default 2)");
+  cmd->add_option("--max-batch-tokens", args->engine.max_batch_tokens,
+                  "tokens per engine step: decode tokens + prefill chunks (default 2048)");
+  cmd->add_option("--max-running", args->engine.max_running, "sequences batched together (default 64)");
+  cmd->add_option("--max-queue", args->engine.max_waiting, "queued requests before 429 (default 256)");
+  cmd->add_option("--max-connections", args->server.max_connections, "concurrent HTTP connections (default 256)");
+  cmd->add_flag("--no-prefix-caching", args->no_prefix_caching, "do not reuse KV blocks of repeated prompt prefixes");
+  cmd->add_option("--precision", args->precision, "fast (default) or exact")->check(CLI::IsMember({"fast", "exact"}));
+  cmd->add_option("--kv-cache", args->kv_cache, "KV cache format in fast mode: bf16 (default) or fp8")
+      ->check(CLI::IsMember({"bf16", "fp8"}));
+  cmd->add_option("--shutdown-grace-s", args->shutdown_grace_s,
+                  "on SIGTERM, seconds to let requests in flight finish before cancelling them (default 30)");
+  cmd->callback([args] { run(*args); });
+}
+
+}  // namespace cachalot::cli
