@@ -3,8 +3,9 @@
 // 503, requests in flight finish (up to --shutdown-grace-s, then they are cancelled), then the
 // server exits 0.
 #include <fmt/format.h>
-#include <pthread.h>
 #include <signal.h>
+
+#include <csignal>
 
 #include <atomic>
 #include <cstdio>
@@ -20,6 +21,8 @@
 
 namespace cachalot::cli {
 namespace {
+
+volatile std::sig_atomic_t g_shutdown_signal = 0;
 
 struct Args {
   std::string model_dir, served_name, precision = "fast", kv_cache = "bf16";
@@ -37,13 +40,16 @@ std::string default_name(const std::string& dir) {
 }
 
 void run(Args a) {
-  // Signals are taken by one thread with sigwait, so block them before any other thread starts
-  // (the model's thread pool, the engine, the HTTP workers inherit the mask).
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // SIGTERM/SIGINT only note themselves (any thread may run the handler: libraries such as
+  // OpenBLAS start threads before main, so masks cannot route signals to one thread); a thread
+  // started once the server listens notices and drains. Installed first, so a signal during the
+  // model load is not lost.
+  g_shutdown_signal = 0;
+  struct sigaction action {};
+  action.sa_handler = [](int sig) { g_shutdown_signal = sig; };
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
 
   CACHALOT_CHECK_ARG(a.kv_cache_gb > 0, "--kv-cache-gb must be positive, got {}", a.kv_cache_gb);
   model::ModelOptions options;
@@ -70,10 +76,12 @@ void run(Args a) {
 
   std::atomic<bool> served{false};
   std::thread signal_thread([&] {
-    const timespec tick{0, 200'000'000};
     while (!served) {
-      const int sig = sigtimedwait(&signals, nullptr, &tick);
-      if (sig < 0) continue;
+      const int sig = g_shutdown_signal;
+      if (sig == 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        continue;
+      }
       log::warn("cachalot serve: signal {}: draining (grace {} s)", sig, a.shutdown_grace_s);
       engine.drain(std::chrono::milliseconds(static_cast<int64_t>(a.shutdown_grace_s * 1000)));
       http.stop();
