@@ -83,7 +83,9 @@ void run(Args a) {
         continue;
       }
       log::warn("cachalot serve: signal {}: draining (grace {} s)", sig, a.shutdown_grace_s);
-      engine.drain(std::chrono::milliseconds(static_cast<int64_t>(a.shutdown_grace_s * 1000)));
+      const auto grace = std::chrono::milliseconds(static_cast<int64_t>(a.shutdown_grace_s * 1000));
+      engine.drain(grace);
+      http.wait_responses(std::chrono::seconds(5));  // the last chunks and [DONE] go out
       http.stop();
       return;
     }

@@ -62,6 +62,11 @@ void HttpServer::stop() {
   if (http_ && http_->is_running()) http_->stop();
 }
 
+void HttpServer::wait_responses(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(active_mutex_);
+  active_done_.wait_for(lock, timeout, [&] { return active_responses_ == 0; });
+}
+
 std::string HttpServer::metrics_text() const {
   std::string out = engine_.metrics().render_prometheus();
   out += "# HELP cachalot_http_responses_total HTTP responses by status class.\n"
@@ -93,6 +98,15 @@ void HttpServer::install_routes() {
 
   auto completion = [this](Endpoint endpoint) {
     return [this, endpoint](const httplib::Request& req, httplib::Response& res) {
+      // Counted while the response is in flight; a streamed one ends in its releaser.
+      auto active = std::shared_ptr<void>(nullptr, [this](void*) {
+        std::lock_guard lock(active_mutex_);
+        if (--active_responses_ == 0) active_done_.notify_all();
+      });
+      {
+        std::lock_guard lock(active_mutex_);
+        ++active_responses_;
+      }
       std::shared_ptr<ParsedRequest> parsed;
       std::shared_ptr<engine::RequestStream> stream;
       try {
@@ -157,7 +171,7 @@ void HttpServer::install_routes() {
             sink.done();
             return true;
           },
-          [stream](bool success) {
+          [stream, active](bool success) {
             if (!success) stream->cancel();
           });
     };

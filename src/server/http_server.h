@@ -5,6 +5,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -37,6 +40,9 @@ class HttpServer {
   // Serves until stop() (blocks).
   void run();
   void stop();
+  // Waits until no completion response is being written (after the engine drained, the last
+  // chunks and [DONE] still have to go out), at most `timeout`.
+  void wait_responses(std::chrono::milliseconds timeout);
 
  private:
   void install_routes();
@@ -48,6 +54,9 @@ class HttpServer {
   ModelInfo model_info_;
   std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
+  std::mutex active_mutex_;
+  std::condition_variable active_done_;
+  int active_responses_ = 0;
   std::atomic<uint64_t> responses_2xx_{0}, responses_4xx_{0}, responses_5xx_{0};
 };
 

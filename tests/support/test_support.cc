@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -84,5 +85,54 @@ CommandResult run_cachalot(const std::vector<std::string>& args, const std::stri
   result.err = slurp(err_path);
   return result;
 }
+
+ServerProcess::ServerProcess(const std::vector<std::string>& serve_args) {
+  const std::string out_path = io_.file("stdout"), err_path = io_.file("stderr");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  std::vector<std::string> argv_storage = {CACHALOT_TEST_BINARY, "serve", "--port", "0"};
+  argv_storage.insert(argv_storage.end(), serve_args.begin(), serve_args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_storage) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) throw std::runtime_error("cannot start cachalot serve");
+  // The server prints "... on http://HOST:PORT (...)" once it listens.
+  for (int i = 0; i < 600 && port_ < 0; ++i) {
+    const std::string out = slurp(out_path);
+    const std::size_t at = out.find("http://");
+    if (at != std::string::npos) {
+      const std::size_t colon = out.find(':', at + 7);
+      if (colon != std::string::npos && out.find(' ', colon) != std::string::npos) port_ = std::stoi(out.substr(colon + 1));
+    }
+    int status = 0;
+    if (port_ < 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("cachalot serve exited early: " + slurp(err_path));
+    }
+    if (port_ < 0) ::usleep(100000);
+  }
+  if (port_ < 0) {
+    stop();
+    throw std::runtime_error("cachalot serve did not start listening within 60 s");
+  }
+}
+
+ServerProcess::~ServerProcess() { stop(); }
+
+int ServerProcess::stop() {
+  if (pid_ < 0) return -1;
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string ServerProcess::stderr_text() const { return slurp(io_.file("stderr")); }
 
 }  // namespace cachalot::testing

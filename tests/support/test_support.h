@@ -46,4 +46,24 @@ struct CommandResult {
 // capturing stdout and stderr.
 CommandResult run_cachalot(const std::vector<std::string>& args, const std::string& stdin_text = "");
 
+// `cachalot serve ... --port 0` running in the background for end-to-end tests: started by the
+// constructor (which waits for the "listening" line and reads the port), stopped with SIGTERM
+// by stop() or the destructor.
+class ServerProcess {
+ public:
+  explicit ServerProcess(const std::vector<std::string>& serve_args);
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+  int port() const { return port_; }
+  // Sends SIGTERM and waits; returns the exit code (128 + signal if killed).
+  int stop();
+  std::string stderr_text() const;
+
+ private:
+  TempDir io_;
+  int pid_ = -1;
+  int port_ = -1;
+};
+
 }  // namespace cachalot::testing
