@@ -70,11 +70,18 @@ void run(Args a) {
   a.server.model_name = a.served_name.empty() ? default_name(a.model_dir) : a.served_name;
   server::HttpServer http(engine, a.server);
   http.bind();
-  fmt::print("cachalot serve: {} on http://{}:{} ({} KV blocks of 64 tokens, {:.2f} GB)\n", a.server.model_name,
-             a.server.host, http.port(), a.engine.kv_blocks, a.kv_cache_gb);
-  std::fflush(stdout);
-
+  // Announce the address once the accept loop runs (cpp-httplib listens with a backlog of 5,
+  // so clients that arrive before the loop starts could be dropped).
   std::atomic<bool> served{false};
+  std::thread announce([&] {
+    while (!http.running()) {
+      if (served) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    fmt::print("cachalot serve: {} on http://{}:{} ({} KV blocks of 64 tokens, {:.2f} GB)\n", a.server.model_name,
+               a.server.host, http.port(), a.engine.kv_blocks, a.kv_cache_gb);
+    std::fflush(stdout);
+  });
   std::thread signal_thread([&] {
     while (!served) {
       const int sig = g_shutdown_signal;
@@ -95,10 +102,12 @@ void run(Args a) {
   } catch (...) {
     served = true;
     signal_thread.join();
+    announce.join();
     throw;
   }
   served = true;
   signal_thread.join();
+  announce.join();
   std::fprintf(stderr, "cachalot serve: stopped\n");
 }
 

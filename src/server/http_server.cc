@@ -2,7 +2,11 @@
 
 #include <httplib.h>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -44,6 +48,12 @@ HttpServer::HttpServer(engine::Engine& engine, ServerOptions options)
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
   http_->set_payload_max_length(options_.max_body_bytes);
   http_->set_keep_alive_max_count(1000);
+  // cpp-httplib listens with a backlog of 5: a burst of clients overflows it and some of their
+  // connections fail. Remember the socket so bind() can raise the backlog with a second listen().
+  http_->set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_socket_ = static_cast<int>(sock);
+  });
   install_routes();
 }
 
@@ -52,11 +62,16 @@ HttpServer::~HttpServer() { stop(); }
 void HttpServer::bind() {
   port_ = options_.port == 0 ? http_->bind_to_any_port(options_.host) : (http_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
   if (port_ < 0) raise(ErrorKind::kIo, "cannot listen on {}:{} (in use, or not an address of this host)", options_.host, options_.port);
+  if (listen_socket_ >= 0 && ::listen(listen_socket_, SOMAXCONN) != 0) {
+    log::warn("server: cannot raise the listen backlog: {}", std::strerror(errno));
+  }
 }
 
 void HttpServer::run() {
   if (!http_->listen_after_bind()) raise(ErrorKind::kIo, "the HTTP server on port {} stopped with an error", port_);
 }
+
+bool HttpServer::running() const { return http_->is_running(); }
 
 void HttpServer::stop() {
   if (http_ && http_->is_running()) http_->stop();

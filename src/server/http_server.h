@@ -39,6 +39,7 @@ class HttpServer {
   int port() const { return port_; }
   // Serves until stop() (blocks).
   void run();
+  bool running() const;
   void stop();
   // Waits until no completion response is being written (after the engine drained, the last
   // chunks and [DONE] still have to go out), at most `timeout`.
@@ -54,6 +55,7 @@ class HttpServer {
   ModelInfo model_info_;
   std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
+  int listen_socket_ = -1;
   std::mutex active_mutex_;
   std::condition_variable active_done_;
   int active_responses_ = 0;

@@ -39,6 +39,7 @@ struct Streamed {
   std::string finish_reason;
   bool done = false;
   int chunks = 0;
+  std::string error;  // transport error or non-200 status
 };
 
 // Reads an SSE response; stop_after > 0 closes the connection after that many chunks.
@@ -79,7 +80,9 @@ Streamed post_stream(int port, const std::string& path, json body, int stop_afte
     }
     return true;
   };
-  client.send(req);
+  const auto res = client.send(req);
+  if (!res) s.error = httplib::to_string(res.error());
+  else if (res->status != 200) s.error = "HTTP " + std::to_string(res->status);
   return s;
 }
 
@@ -156,7 +159,7 @@ TEST_F(FixtureServer, SixtyFourConcurrentStreamsAllComplete) {
   }
   for (auto& t : clients) t.join();
   for (int i = 0; i < 64; ++i) {
-    EXPECT_TRUE(results[i].done) << "request " << i;
+    EXPECT_TRUE(results[i].done) << "request " << i << ": " << results[i].error << " chunks " << results[i].chunks;
     EXPECT_EQ(results[i].token_ids.size(), 8u) << "request " << i;
     EXPECT_EQ(results[i].usage["completion_tokens"], 8) << "request " << i;
   }
