@@ -16,6 +16,8 @@ const std::vector<Bench>& all_benches() {
        run_model},
       {"tokenizer", "DeepSeek-V3 tokenizer encode/decode MB/s on mixed text vs @huggingface/tokenizers (node)",
        run_tokenizer},
+      {"serve", "the HTTP server under Poisson load (random mini): tokens/s, TTFT, TPOT, cache hits vs raw model",
+       run_serve},
   };
   return benches;
 }

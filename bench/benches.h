@@ -28,5 +28,6 @@ void run_gemm(const Options& options, Reporter& reporter);
 void run_mla(const Options& options, Reporter& reporter);
 void run_model(const Options& options, Reporter& reporter);
 void run_tokenizer(const Options& options, Reporter& reporter);
+void run_serve(const Options& options, Reporter& reporter);
 
 }  // namespace cachalot::bench

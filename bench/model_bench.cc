@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "bench/bandwidth_probe.h"
+#include "bench/bench_models.h"
 #include "bench/benches.h"
 #include "bench/bf16_peak.h"
 #include "core/log.h"
@@ -27,13 +28,7 @@ using model::Model;
 
 std::string ensure_model(const Options& options) {
   if (!options.model_dir.empty()) return options.model_dir;
-  const std::string preset = options.quick ? "mini" : "v3-slice";
-  const std::string dir = "bench-models/" + preset;
-  if (!std::filesystem::exists(dir + "/model.safetensors.index.json")) {
-    log::warn("writing a random {} checkpoint into {} (once; `cachalot init` does the same)", preset, dir);
-    model::write_random_checkpoint(model::preset_config(preset), dir, 0);
-  }
-  return dir;
+  return ensure_preset_checkpoint(options.quick ? "mini" : "v3-slice");
 }
 
 // Weight bytes a forward reads once whatever its batch (everything but the routed experts), and
@@ -104,20 +99,6 @@ double experts_touched(const model::ForwardOutput& out) {
   return n;
 }
 
-// Random latent + rope values for positions [0, tokens) of a sequence's blocks, in every layer.
-void fill_cache(const Model& m, model::KvCache& cache, const std::vector<int32_t>& table, int64_t tokens, uint32_t seed) {
-  const auto& c = m.config();
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> latent(static_cast<size_t>(c.kv_lora_rank)), rope(static_cast<size_t>(c.qk_rope_head_dim));
-  for (auto& layer : cache.layers)
-    for (int64_t t = 0; t < tokens; ++t) {
-      for (float& v : latent) v = dist(rng);
-      for (float& v : rope) v = dist(rng);
-      layer.write_token(table[t / 64], t % 64, latent.data(), rope.data());
-    }
-}
-
 }  // namespace
 
 void run_model(const Options& options, Reporter& reporter) {
@@ -163,22 +144,8 @@ void run_model(const Options& options, Reporter& reporter) {
   // Decode: `batch` sequences with `ctx` cached tokens each, one new token per step.
   const int64_t ctx = quick ? 256 : 1024;
   for (const int64_t batch : quick ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1, 8, 32, 64}) {
-    const int64_t blocks_per_seq = (ctx + 1 + 63) / 64;
-    model::KvCache cache = m->make_kv_cache(batch * blocks_per_seq);
-    std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch));
-    std::vector<int32_t> tokens(static_cast<size_t>(batch));
-    std::vector<model::SequenceStep> steps;
-    for (int64_t s = 0; s < batch; ++s) {
-      tables[s].resize(static_cast<size_t>(blocks_per_seq));
-      std::iota(tables[s].begin(), tables[s].end(), static_cast<int32_t>(s * blocks_per_seq));
-      fill_cache(*m, cache, tables[s], ctx, static_cast<uint32_t>(s));
-      tokens[s] = static_cast<int32_t>((s * 7919) % c.vocab_size);
-    }
-    for (int64_t s = 0; s < batch; ++s) steps.push_back({{&tokens[s], 1}, ctx, tables[s]});
     model::ForwardOutput out;
-    const double ns = median_ns_warm([&] { out = m->forward(steps, cache, {.record_routing = true}); },
-                                     quick ? 1.0 : 4.0, quick ? 5 : 15);
-    const double s = ns * 1e-9;
+    const double s = decode_step_seconds(*m, batch, ctx, quick ? 1.0 : 4.0, quick ? 5 : 15, &out);
     const double flops = batch * (token_flops(c) + lm_head_flops(c) + attention_flops(c, ctx + 1.0));
     const double bytes = wb.fixed + wb.expert * experts_touched(out) + batch * (ctx + 1.0) * kv_token_bytes;
     const double roof = roofline_s(bytes, flops);

@@ -79,7 +79,8 @@ std::shared_ptr<RequestStream> Engine::submit(RequestParams p) {
   if (draining_) raise(ErrorKind::kResourceExhausted, "the server is shutting down");
 
   std::unique_lock lock(mutex_);
-  if (static_cast<int64_t>(incoming_.size()) + outstanding_.load() >= options_.max_waiting + options_.max_running) {
+  // outstanding_ counts every request submitted and not finished: queued, waiting or running.
+  if (outstanding_.load() >= options_.max_waiting + options_.max_running) {
     lock.unlock();
     metrics_.update([](MetricsSnapshot& m) { ++m.requests_rejected; });
     raise(ErrorKind::kResourceExhausted, "the request queue is full ({} requests); retry later",

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <set>
 
 #include "core/error.h"
@@ -206,23 +207,22 @@ class Parser {
     return e;
   }
 
-  ExprPtr parse_or() {
-    ExprPtr left = parse_and();
-    while (at_name("or")) {
-      const int line = next().line;
-      left = binary("or", std::move(left), parse_and(), line);
+  // One left-associative level: operands from `operand`, joined by any of `ops` (operator tokens,
+  // or keyword names such as "and").
+  ExprPtr parse_level(std::initializer_list<std::string_view> ops, bool keywords, ExprPtr (Parser::*operand)()) {
+    ExprPtr left = (this->*operand)();
+    while (true) {
+      const Token& t = peek();
+      const bool match = t.type == (keywords ? TokenType::kName : TokenType::kOperator) &&
+                         std::find(ops.begin(), ops.end(), t.text) != ops.end();
+      if (!match) return left;
+      const Token& op = next();
+      left = binary(op.text, std::move(left), (this->*operand)(), op.line);
     }
-    return left;
   }
 
-  ExprPtr parse_and() {
-    ExprPtr left = parse_not();
-    while (at_name("and")) {
-      const int line = next().line;
-      left = binary("and", std::move(left), parse_not(), line);
-    }
-    return left;
-  }
+  ExprPtr parse_or() { return parse_level({"or"}, true, &Parser::parse_and); }
+  ExprPtr parse_and() { return parse_level({"and"}, true, &Parser::parse_not); }
 
   ExprPtr parse_not() {
     if (!at_name("not")) return parse_compare();
@@ -254,41 +254,10 @@ class Parser {
     }
   }
 
-  ExprPtr parse_concat() {
-    ExprPtr left = parse_math1();
-    while (at_op("~")) {
-      const int line = next().line;
-      left = binary("~", std::move(left), parse_math1(), line);
-    }
-    return left;
-  }
-
-  ExprPtr parse_math1() {
-    ExprPtr left = parse_math2();
-    while (at_op("+") || at_op("-")) {
-      const Token& op = next();
-      left = binary(op.text, std::move(left), parse_math2(), op.line);
-    }
-    return left;
-  }
-
-  ExprPtr parse_math2() {
-    ExprPtr left = parse_pow();
-    while (at_op("*") || at_op("/") || at_op("//") || at_op("%")) {
-      const Token& op = next();
-      left = binary(op.text, std::move(left), parse_pow(), op.line);
-    }
-    return left;
-  }
-
-  ExprPtr parse_pow() {
-    ExprPtr left = parse_unary();
-    while (at_op("**")) {
-      const int line = next().line;
-      left = binary("**", std::move(left), parse_unary(), line);
-    }
-    return left;
-  }
+  ExprPtr parse_concat() { return parse_level({"~"}, false, &Parser::parse_math1); }
+  ExprPtr parse_math1() { return parse_level({"+", "-"}, false, &Parser::parse_math2); }
+  ExprPtr parse_math2() { return parse_level({"*", "/", "//", "%"}, false, &Parser::parse_pow); }
+  ExprPtr parse_pow() { return parse_level({"**"}, false, &Parser::parse_unary); }
 
   ExprPtr parse_unary() {
     if (at_op("-") || at_op("+")) {
