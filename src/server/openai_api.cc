@@ -175,6 +175,13 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& text, const Mo
   p.stop = parse_stop(body);
   if (!p.stop.empty() && !model.tokenizer) bad("stop strings need the model's tokenizer.json", "stop");
   p.ignore_eos = get_bool(body, "ignore_eos").value_or(false);
+  if (const auto it = body.find("stop_token_ids"); it != body.end() && !it->is_null()) {
+    if (!it->is_array()) bad("'stop_token_ids' must be a list of token ids", "stop_token_ids");
+    for (const Json& id : *it) {
+      if (!id.is_number_integer()) bad("'stop_token_ids' must be a list of token ids", "stop_token_ids");
+      p.stop_token_ids.push_back(id.get<int32_t>());
+    }
+  }
 
   if (endpoint == Endpoint::kChat) {
     r.logprobs = get_bool(body, "logprobs").value_or(false);

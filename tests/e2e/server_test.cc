@@ -165,6 +165,19 @@ TEST_F(FixtureServer, SixtyFourConcurrentStreamsAllComplete) {
   }
 }
 
+TEST_F(FixtureServer, StopTokenIdsEndTheCompletion) {
+  const json body = {{"prompt", prompt_of(20, 3)}, {"max_tokens", 10}, {"temperature", 0}, {"ignore_eos", true}};
+  const auto full = post(port(), "/v1/completions", body)["choices"][0]["token_ids"].get<std::vector<int32_t>>();
+  ASSERT_EQ(full.size(), 10u);
+  json stopping = body;
+  stopping["stop_token_ids"] = {full[3]};
+  const json cut = post(port(), "/v1/completions", stopping);
+  const auto ids = cut["choices"][0]["token_ids"].get<std::vector<int32_t>>();
+  const auto first = std::find(full.begin(), full.end(), full[3]) - full.begin();
+  EXPECT_EQ(ids, std::vector<int32_t>(full.begin(), full.begin() + first + 1));
+  EXPECT_EQ(cut["choices"][0]["finish_reason"], "stop");
+}
+
 TEST_F(FixtureServer, RepeatedPromptIsServedFromThePrefixCache) {
   const json body = {{"prompt", prompt_of(150, 42)}, {"max_tokens", 4}, {"temperature", 0}, {"ignore_eos", true}};
   const json first = post(port(), "/v1/completions", body);
