@@ -122,7 +122,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--served-model-name", args->served_name, "model id clients name (default: the folder's name)");
   cmd->add_option("--kv-cache-gb", args->kv_cache_gb, "memory for the paged KV cache in GB (default 2)");
   cmd->add_option("--max-batch-tokens", args->engine.max_batch_tokens,
-                  "tokens per engine step: decode tokens + prefill chunks (default 2048)");
+                  "tokens per engine step: decode tokens + prefill chunks (default 512)");
   cmd->add_option("--max-running", args->engine.max_running, "sequences batched together (default 64)");
   cmd->add_option("--max-queue", args->engine.max_waiting, "queued requests before 429 (default 256)");
   cmd->add_option("--max-connections", args->server.max_connections, "concurrent HTTP connections (default 256)");

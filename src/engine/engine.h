@@ -27,7 +27,9 @@ namespace cachalot::engine {
 
 struct EngineOptions {
   int64_t kv_blocks = 0;            // KV cache size in blocks of 64 tokens (see blocks_for_budget)
-  int64_t max_batch_tokens = 2048;  // tokens per step (decode tokens + prefill chunks)
+  // Tokens per step (decode tokens + prefill chunks). On CPU a step of 512 prompt tokens takes
+  // ~0.5 s on the mini preset and seconds on real dimensions: decoding sequences wait that long.
+  int64_t max_batch_tokens = 512;
   int64_t max_running = 64;         // sequences in the running batch
   int64_t max_waiting = 256;        // queued requests before submit() refuses
   bool prefix_caching = true;

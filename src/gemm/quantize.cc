@@ -104,20 +104,31 @@ Fp8Tensor quantize_weights(const Tensor& w, ScaleFormat format) {
 
 namespace {
 
-Tensor dequantize(const Tensor& data, const Tensor& scales, int64_t rows_per_scale) {
+void check_scaled(const Tensor& data, const Tensor& scales, int64_t rows_per_scale) {
   CACHALOT_CHECK_ARG(data.dim() == 2 && data.dtype() == DType::kF8E4M3 && data.is_contiguous(),
                      "dequantize: data must be contiguous F8_E4M3 [rows, K], got {}", data.description());
-  const int64_t m = data.size(0), k = data.size(1);
-  const Dims want{ceil_div(m, rows_per_scale), ceil_div(k, kBlock)};
+  const Dims want{ceil_div(data.size(0), rows_per_scale), ceil_div(data.size(1), kBlock)};
   CACHALOT_CHECK_ARG(scales.dtype() == DType::kF32 && scales.shape() == want && scales.is_contiguous(),
                      "dequantize: scales must be F32 {} for data {}, got {}", want.to_string(),
                      data.description(), scales.description());
-  Tensor out = Tensor::empty(DType::kF32, {m, k});
-  float* o = out.mutable_data<float>();
+}
+
+// Rows [row0, row1) of data * scales into out (contiguous [row1 - row0, K]).
+void dequantize_rows(const Tensor& data, const Tensor& scales, int64_t rows_per_scale, int64_t row0, int64_t row1,
+                     float* out) {
+  const int64_t k = data.size(1), kblocks = scales.size(1);
   const float* s = scales.data<float>();
-  convert(data.data<fp8_e4m3>(), o, static_cast<size_t>(m * k));
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t c = 0; c < k; ++c) o[r * k + c] *= s[(r / rows_per_scale) * want[1] + c / kBlock];
+  convert(data.data<fp8_e4m3>() + row0 * k, out, static_cast<size_t>((row1 - row0) * k));
+  for (int64_t r = row0; r < row1; ++r) {
+    float* o = out + (r - row0) * k;
+    for (int64_t c = 0; c < k; ++c) o[c] *= s[(r / rows_per_scale) * kblocks + c / kBlock];
+  }
+}
+
+Tensor dequantize(const Tensor& data, const Tensor& scales, int64_t rows_per_scale) {
+  check_scaled(data, scales, rows_per_scale);
+  Tensor out = Tensor::empty(DType::kF32, {data.size(0), data.size(1)});
+  dequantize_rows(data, scales, rows_per_scale, 0, data.size(0), out.mutable_data<float>());
   return out;
 }
 
@@ -125,5 +136,12 @@ Tensor dequantize(const Tensor& data, const Tensor& scales, int64_t rows_per_sca
 
 Tensor dequantize_activations(const Tensor& data, const Tensor& scales) { return dequantize(data, scales, 1); }
 Tensor dequantize_weights(const Tensor& data, const Tensor& scales) { return dequantize(data, scales, kBlock); }
+
+void dequantize_weight_rows(const Tensor& data, const Tensor& scales, int64_t row0, int64_t row1, float* out) {
+  check_scaled(data, scales, kBlock);
+  CACHALOT_CHECK_ARG(0 <= row0 && row0 <= row1 && row1 <= data.size(0), "dequantize: rows [{}, {}) outside [0, {})", row0,
+                     row1, data.size(0));
+  dequantize_rows(data, scales, kBlock, row0, row1, out);
+}
 
 }  // namespace cachalot::gemm

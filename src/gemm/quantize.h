@@ -38,5 +38,8 @@ Fp8Tensor quantize_weights(const Tensor& w, ScaleFormat format = ScaleFormat::kF
 // Back to F32, exactly value = fp8 * scale.
 Tensor dequantize_activations(const Tensor& data, const Tensor& scales);
 Tensor dequantize_weights(const Tensor& data, const Tensor& scales);
+// Rows [row0, row1) of dequantize_weights(data, scales), written to out ([row1 - row0, K] F32):
+// for consumers that stream a large weight through a small buffer.
+void dequantize_weight_rows(const Tensor& data, const Tensor& scales, int64_t row0, int64_t row1, float* out);
 
 }  // namespace cachalot::gemm

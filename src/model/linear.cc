@@ -41,15 +41,7 @@ void Linear::dequantize_rows(int64_t row0, int64_t row1, float* out) const {
   } else if (weight_.dtype() == DType::kBF16) {
     convert(weight_.data<bf16>() + row0 * in, out, static_cast<size_t>(rows * in));
   } else {
-    convert(weight_.data<fp8_e4m3>() + row0 * in, out, static_cast<size_t>(rows * in));
-    const int64_t kblocks = scale_inv_.size(1);
-    const float* scales = scale_inv_.data<float>();
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t kb = 0; kb < kblocks; ++kb) {
-        const float s = scales[((row0 + r) / 128) * kblocks + kb];
-        float* p = out + r * in + kb * 128;
-        for (int64_t c = 0; c < std::min<int64_t>(128, in - kb * 128); ++c) p[c] *= s;
-      }
+    gemm::dequantize_weight_rows(weight_, scale_inv_, row0, row1, out);
   }
 }
 

@@ -50,7 +50,8 @@ TEST(TokenizerGolden, EncodesEveryReferenceTextExactly) {
 
 TEST(TokenizerGolden, EncodesRenderedChatsExactly) {
   REQUIRE_TOKENIZER(tok);
-  for (const json& c : fixture_golden().at("chats")) {
+  const json golden = fixture_golden();  // kept alive: a range-for over a temporary's member dangles
+  for (const json& c : golden.at("chats")) {
     const std::string text = c.at("text");
     EXPECT_EQ(tok.encode(text), c.at("ids").get<std::vector<int32_t>>()) << text;
   }
