@@ -12,6 +12,7 @@ namespace cachalot::bench {
 struct Options {
   bool quick = false;      // fewer repeats and sizes: a smoke run for demos and tests
   std::string model_dir;   // `bench model`: the checkpoint (default: a random one, written once)
+  std::string url;         // `bench serve`: a running server to load instead of starting one
 };
 
 struct Bench {

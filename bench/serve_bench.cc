@@ -1,6 +1,6 @@
 // `cachalot bench serve`: an open-loop load generator against the OpenAI-compatible server over
-// HTTP (loopback). By default the server runs in this process on a random mini checkpoint
-// (bench-models/mini, or --model DIR); requests arrive as a Poisson process at each rate (and all
+// HTTP. By default the server runs in this process on a random mini checkpoint
+// (bench-models/mini, or --model DIR), on loopback; --url targets a running server instead. Requests arrive as a Poisson process at each rate (and all
 // at once for the saturation case), with prompt and output lengths uniform in [0.5, 1.5] x their
 // means and half of each prompt a prefix shared by all requests (a system prompt). Reported per
 // rate: input and output tokens/s, TTFT and TPOT p50/p90/p99, the prefix-cache hit rate; the
@@ -16,10 +16,12 @@
 #include <filesystem>
 #include <numeric>
 #include <random>
+#include <regex>
 #include <thread>
 
 #include "bench/bench_models.h"
 #include "bench/benches.h"
+#include "core/error.h"
 #include "core/log.h"
 #include "engine/engine.h"
 #include "server/http_server.h"
@@ -44,8 +46,23 @@ struct Record {
 };
 
 // One streamed request; fills the record from its chunks and final usage.
-void send_one(int port, const nlohmann::json& body, Clock::time_point t0, Record& r) {
-  httplib::Client client("127.0.0.1", port);
+struct Target {
+  std::string host;
+  int port;
+};
+
+// "http://HOST:PORT" (a trailing slash allowed).
+Target parse_url(const std::string& url) {
+  static const std::regex pattern(R"(^http://([^:/]+):([0-9]{1,5})/?$)");
+  std::smatch m;
+  if (!std::regex_match(url, m, pattern)) {
+    raise(ErrorKind::kInvalidArgument, "--url must look like http://HOST:PORT, got '{}'", url);
+  }
+  return {m[1].str(), std::stoi(m[2].str())};
+}
+
+void send_one(const Target& target, const nlohmann::json& body, Clock::time_point t0, Record& r) {
+  httplib::Client client(target.host, target.port);
   client.set_read_timeout(600, 0);
   httplib::Request req;
   req.method = "POST";
@@ -79,7 +96,7 @@ void send_one(int port, const nlohmann::json& body, Clock::time_point t0, Record
   r.ok = res && res->status == 200 && r.completion > 0;
 }
 
-std::vector<Record> run_load(int port, const LoadSpec& spec, int64_t vocab, uint64_t seed) {
+std::vector<Record> run_load(const Target& target, const LoadSpec& spec, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::vector<int32_t> shared(static_cast<std::size_t>(spec.prompt_mean * 2));
   for (auto& t : shared) t = static_cast<int32_t>(rng() % vocab);
@@ -108,7 +125,7 @@ std::vector<Record> run_load(int port, const LoadSpec& spec, int64_t vocab, uint
   for (int i = 0; i < spec.requests; ++i) {
     clients.emplace_back([&, i] {
       std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(arrivals[i])));
-      send_one(port, bodies[i], t0, records[i]);
+      send_one(target, bodies[i], t0, records[i]);
     });
   }
   for (auto& t : clients) t.join();
@@ -144,18 +161,33 @@ double prefill_seconds(const model::Model& m, int64_t batch, int64_t len) {
 
 void run_serve(const Options& options, Reporter& reporter) {
   const bool quick = options.quick;
+  // The raw-model peers need the checkpoint the server runs: ours by default, or --model's with
+  // --url (measured here, so the server should run on this machine).
+  if (!options.url.empty() && options.model_dir.empty()) {
+    raise(ErrorKind::kInvalidArgument,
+          "bench serve --url needs --model DIR: the checkpoint that server runs, for the raw-model peers");
+  }
   const std::string dir = options.model_dir.empty() ? ensure_preset_checkpoint("mini") : options.model_dir;
   std::shared_ptr<const model::Model> m = model::Model::load(dir);
   engine::EngineOptions engine_options;
   engine_options.kv_blocks = engine::blocks_for_budget(*m, 2.0);
-  engine::Engine engine(m, nullptr, engine_options);
-  server::ServerOptions server_options;
-  server_options.port = 0;
-  server_options.model_name = std::filesystem::path(dir).filename().string();
-  server::HttpServer http(engine, server_options);
-  http.bind();
-  std::thread serving([&] { http.run(); });
-  while (!http.running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::unique_ptr<engine::Engine> engine;
+  std::unique_ptr<server::HttpServer> http;
+  std::thread serving;
+  Target target;
+  if (options.url.empty()) {
+    engine = std::make_unique<engine::Engine>(m, nullptr, engine_options);
+    server::ServerOptions server_options;
+    server_options.port = 0;
+    server_options.model_name = std::filesystem::path(dir).filename().string();
+    http = std::make_unique<server::HttpServer>(*engine, server_options);
+    http->bind();
+    serving = std::thread([&] { http->run(); });
+    while (!http->running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    target = {"127.0.0.1", http->port()};
+  } else {
+    target = parse_url(options.url);
+  }
 
   const int requests = quick ? 16 : 64;
   const int prompt_mean = quick ? 128 : 256, output_mean = quick ? 32 : 64;
@@ -170,11 +202,11 @@ void run_serve(const Options& options, Reporter& reporter) {
   const int64_t mid_context = prompt_mean + output_mean / 2;
   const double decode_1_s = decode_step_seconds(*m, 1, mid_context, quick ? 1.0 : 3.0, 15);
   const double decode_b_s = decode_step_seconds(*m, saturated_batch, mid_context, quick ? 1.0 : 3.0, 15);
-  const std::string model_name = server_options.model_name;
+  const std::string model_name = std::filesystem::path(dir).filename().string();
 
   for (std::size_t k = 0; k < rates.size(); ++k) {
     const LoadSpec spec{rates[k], requests, prompt_mean, output_mean, 0.5};
-    const auto records = run_load(http.port(), spec, vocab, 1000 + k);
+    const auto records = run_load(target, spec, vocab, 1000 + k);
     std::vector<double> ttft, tpot;
     double end = 0, start = 1e30;
     int64_t in_tokens = 0, out_tokens = 0, cached = 0, ideal = 0, failed = 0;
@@ -244,8 +276,10 @@ void run_serve(const Options& options, Reporter& reporter) {
                              "ideal-prefix-cache", in_tokens ? static_cast<double>(ideal) / static_cast<double>(in_tokens) : 0.0,
                              false));
   }
-  http.stop();
-  serving.join();
+  if (http) {
+    http->stop();
+    serving.join();
+  }
 }
 
 }  // namespace cachalot::bench

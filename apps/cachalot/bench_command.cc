@@ -23,6 +23,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--quick", args->options.quick, "fewer sizes and repeats (a smoke run)");
   cmd->add_option("--model", args->options.model_dir,
                   "bench model: checkpoint folder (default: bench-models/v3-slice, or mini with --quick, written once)");
+  cmd->add_option("--url", args->options.url,
+                  "bench serve: load the server running at http://HOST:PORT instead of starting one "
+                  "(with --model DIR, the checkpoint it runs, for the raw-model peers)");
   cmd->callback([args] {
     const std::string& what = args->what;
     bench::Reporter reporter(args->json);
