@@ -189,7 +189,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
 }
 
 void Tokenizer::check_id(int32_t id) const {
-  if (id < 0 || id >= vocab_size() || !known_[id]) {
+  if (!known(id)) {
     raise(ErrorKind::kInvalidArgument, "token id {} is not in the vocabulary (size {})", id, vocab_size());
   }
 }
@@ -226,6 +226,8 @@ bool Tokenizer::is_special(int32_t id) const {
 }
 
 std::string StreamDecoder::push(int32_t id) {
+  // A model's embedding is padded past its tokenizer's vocabulary; such ids have no text.
+  if (!tokenizer_->known(id)) return {};
   const std::string& bytes = tokenizer_->token_bytes(id);
   if (skip_special_ && tokenizer_->is_special(id)) return {};
   pending_ += bytes;

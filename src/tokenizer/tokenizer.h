@@ -45,6 +45,8 @@ class Tokenizer {
   const std::string& piece(int32_t id) const;
   std::optional<int32_t> token_to_id(std::string_view piece) const;
   bool is_special(int32_t id) const;
+  // Whether the id has a token (false past the vocabulary and in gaps of the id space).
+  bool known(int32_t id) const { return id >= 0 && id < vocab_size() && known_[id]; }
 
   // One more than the largest id.
   int32_t vocab_size() const { return static_cast<int32_t>(pieces_.size()); }

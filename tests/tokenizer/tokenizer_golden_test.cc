@@ -151,6 +151,18 @@ TEST(TokenizerStreaming, NeverSplitsACodePointAndMatchesDecode) {
   }
 }
 
+TEST(TokenizerStreaming, IdsPastTheVocabularyLeaveNoText) {
+  REQUIRE_TOKENIZER(tok);
+  // DeepSeek-V3's embedding has 129280 rows for 128815 tokens: a model can emit the others.
+  StreamDecoder stream(tok);
+  EXPECT_EQ(stream.push(19923), "Hello");
+  EXPECT_EQ(stream.push(129000), "");
+  EXPECT_EQ(stream.push(-3), "");
+  EXPECT_EQ(stream.push(2058), " world");
+  EXPECT_FALSE(tok.known(129000));
+  EXPECT_TRUE(tok.known(128814));
+}
+
 TEST(TokenizerStreaming, HoldsBackAPartialCharacter) {
   REQUIRE_TOKENIZER(tok);
   // "🐳" is four bytes; byte-level tokens for its bytes one by one.
