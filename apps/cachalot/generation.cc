@@ -10,17 +10,10 @@ namespace cachalot::cli {
 Generation generate(const model::Model& m, std::span<const int32_t> prompt_ids, const GenerationOptions& options,
                     const std::function<void(int32_t)>& on_token) {
   const model::ModelConfig& c = m.config();
-  CACHALOT_CHECK_ARG(!prompt_ids.empty(), "the prompt is empty: it needs at least one token");
   CACHALOT_CHECK_ARG(options.max_tokens >= 0, "--max-tokens must be >= 0, got {}", options.max_tokens);
   model::validate(options.sampling);
+  model::check_sequence(c, prompt_ids, options.max_tokens);
   const int64_t prompt = static_cast<int64_t>(prompt_ids.size()), total = prompt + options.max_tokens;
-  for (const int32_t id : prompt_ids) {
-    CACHALOT_CHECK_ARG(id >= 0 && id < c.vocab_size, "prompt token id {} is outside the vocabulary of {}", id,
-                       c.vocab_size);
-  }
-  CACHALOT_CHECK_ARG(total <= c.max_position_embeddings,
-                     "the prompt ({} tokens) plus --max-tokens ({}) exceeds the model's context of {} tokens", prompt,
-                     options.max_tokens, c.max_position_embeddings);
   // One sequence: its blocks are simply 0..n-1.
   const int64_t blocks = (total + 63) / 64;
   model::KvCache cache = m.make_kv_cache(blocks);

@@ -18,6 +18,8 @@ namespace cachalot::engine {
 class BlockManager {
  public:
   static constexpr int kBlockTokens = 64;
+  // Blocks that hold `tokens` tokens.
+  static int64_t blocks_for(int64_t tokens) { return (tokens + kBlockTokens - 1) / kBlockTokens; }
 
   explicit BlockManager(int64_t num_blocks);
 

@@ -14,7 +14,6 @@ namespace cachalot::engine {
 using Clock = std::chrono::steady_clock;
 
 struct Engine::Sequence {
-  uint64_t id;
   RequestParams params;
   std::shared_ptr<RequestStream> stream;
   std::vector<int32_t> tokens;  // prompt, then generated
@@ -24,12 +23,13 @@ struct Engine::Sequence {
   std::vector<uint64_t> hashes;   // chain hashes of the committed full blocks
   int64_t cached_prompt_tokens = -1;  // set at first admission
   int64_t generated = 0;
+  bool finished = false;  // finish() ran; the step removes it from running_
   model::Sampler sampler;
   TextOutput text;
   Clock::time_point arrival, last_token;
 
-  Sequence(uint64_t id_, RequestParams p, const tokenizer::Tokenizer* tok)
-      : id(id_), params(std::move(p)), stream(std::make_shared<RequestStream>()), tokens(params.prompt),
+  Sequence(RequestParams p, const tokenizer::Tokenizer* tok)
+      : params(std::move(p)), stream(std::make_shared<RequestStream>()), tokens(params.prompt),
         prompt_len(static_cast<int64_t>(params.prompt.size())), sampler(params.sampling), text(tok, params.stop),
         arrival(Clock::now()) {}
 };
@@ -59,17 +59,9 @@ Engine::~Engine() {
 }
 
 std::shared_ptr<RequestStream> Engine::submit(RequestParams p) {
-  const model::ModelConfig& c = model_->config();
-  CACHALOT_CHECK_ARG(!p.prompt.empty(), "the prompt is empty");
-  for (int32_t id : p.prompt) {
-    CACHALOT_CHECK_ARG(id >= 0 && id < c.vocab_size, "prompt token id {} is outside the vocabulary of {}", id, c.vocab_size);
-  }
   CACHALOT_CHECK_ARG(p.max_tokens >= 1, "max_tokens must be >= 1, got {}", p.max_tokens);
-  const int64_t total = static_cast<int64_t>(p.prompt.size()) + p.max_tokens;
-  CACHALOT_CHECK_ARG(total <= c.max_position_embeddings,
-                     "the prompt ({} tokens) plus max_tokens ({}) exceeds the model's context of {} tokens",
-                     p.prompt.size(), p.max_tokens, c.max_position_embeddings);
-  const int64_t need = (total + BlockManager::kBlockTokens - 1) / BlockManager::kBlockTokens;
+  model::check_sequence(model_->config(), p.prompt, p.max_tokens);
+  const int64_t need = BlockManager::blocks_for(static_cast<int64_t>(p.prompt.size()) + p.max_tokens);
   CACHALOT_CHECK_ARG(need <= blocks_.total(),
                      "the prompt plus max_tokens needs {} KV blocks but the cache has {}; raise --kv-cache-gb", need,
                      blocks_.total());
@@ -86,7 +78,7 @@ std::shared_ptr<RequestStream> Engine::submit(RequestParams p) {
     raise(ErrorKind::kResourceExhausted, "the request queue is full ({} requests); retry later",
           options_.max_waiting + options_.max_running);
   }
-  auto seq = std::make_unique<Sequence>(next_id_++, std::move(p), tokenizer_.get());
+  auto seq = std::make_unique<Sequence>(std::move(p), tokenizer_.get());
   auto stream = seq->stream;
   incoming_.push_back(std::move(seq));
   ++outstanding_;
@@ -142,9 +134,16 @@ void Engine::take_incoming() {
   }
 }
 
-void Engine::finish(Sequence& seq, FinishReason reason, std::string error) {
+void Engine::release_blocks(Sequence& seq) {
   blocks_.release(seq.blocks);
   seq.blocks.clear();
+  seq.hashes.clear();
+  seq.computed = 0;
+}
+
+void Engine::finish(Sequence& seq, FinishReason reason, std::string error) {
+  release_blocks(seq);
+  seq.finished = true;
   FinishEvent e;
   e.reason = reason;
   e.text = reason == FinishReason::kStop || reason == FinishReason::kLength ? seq.text.finish() : std::string();
@@ -186,13 +185,9 @@ void Engine::admit() {
     }
     // Admit only when the rest of what is already known (prompt and tokens so far) fits now.
     const int64_t need =
-        (static_cast<int64_t>(seq.tokens.size()) + BlockManager::kBlockTokens - 1) / BlockManager::kBlockTokens -
-        static_cast<int64_t>(seq.blocks.size());
+        BlockManager::blocks_for(static_cast<int64_t>(seq.tokens.size())) - static_cast<int64_t>(seq.blocks.size());
     if (need > blocks_.available()) {
-      blocks_.release(seq.blocks);  // hand the matched blocks back while we wait
-      seq.blocks.clear();
-      seq.hashes.clear();
-      seq.computed = 0;
+      release_blocks(seq);  // hand the matched blocks back while we wait
       break;
     }
     if (seq.cached_prompt_tokens < 0) {  // first admission (not a readmission after preemption)
@@ -208,7 +203,7 @@ void Engine::admit() {
 }
 
 bool Engine::ensure_blocks(Sequence& seq, int64_t positions) {
-  const auto need = static_cast<std::size_t>((positions + BlockManager::kBlockTokens - 1) / BlockManager::kBlockTokens);
+  const auto need = static_cast<std::size_t>(BlockManager::blocks_for(positions));
   while (seq.blocks.size() < need) {
     const auto block = blocks_.allocate();
     if (!block) return false;
@@ -220,10 +215,7 @@ bool Engine::ensure_blocks(Sequence& seq, int64_t positions) {
 void Engine::preempt_newest() {
   SequencePtr victim = std::move(running_.back());
   running_.pop_back();
-  blocks_.release(victim->blocks);
-  victim->blocks.clear();
-  victim->hashes.clear();
-  victim->computed = 0;
+  release_blocks(*victim);
   metrics_.update([](MetricsSnapshot& m) { ++m.preemptions; });
   waiting_.push_front(std::move(victim));
 }
@@ -301,7 +293,7 @@ void Engine::step() {
     }
     if (seq.computed == static_cast<int64_t>(seq.tokens.size())) emit_token(seq, out.logits.data<float>() + s * vocab);
   }
-  std::erase_if(running_, [](const SequencePtr& s) { return s->blocks.empty() && s->computed < 0; });
+  std::erase_if(running_, [](const SequencePtr& s) { return s->finished; });
   publish_metrics(static_cast<int64_t>(steps.size()), batch_tokens);
 }
 
@@ -343,10 +335,7 @@ void Engine::emit_token(Sequence& seq, const float* logits) {
   } else if (seq.generated >= seq.params.max_tokens ||
              static_cast<int64_t>(seq.tokens.size()) >= c.max_position_embeddings) {
     finish(seq, FinishReason::kLength);
-  } else {
-    return;
   }
-  seq.computed = -1;  // marks it for removal from running_
 }
 
 void Engine::publish_metrics(int64_t batch_sequences, int64_t batch_tokens) {

@@ -75,6 +75,8 @@ class Engine {
   void admit();
   bool ensure_blocks(Sequence& seq, int64_t positions);
   void preempt_newest();
+  // Gives the sequence's blocks back; it will start over from the prefix cache.
+  void release_blocks(Sequence& seq);
   void finish(Sequence& seq, FinishReason reason, std::string error = {});
   void emit_token(Sequence& seq, const float* logits);
   void publish_metrics(int64_t batch_sequences, int64_t batch_tokens);
@@ -94,7 +96,6 @@ class Engine {
   std::atomic<bool> draining_{false};
   std::atomic<bool> cancel_all_{false};  // drain's grace ran out
   std::atomic<int64_t> outstanding_{0};  // submitted and not finished
-  uint64_t next_id_ = 0;
 
   // Engine thread only.
   std::deque<SequencePtr> waiting_;

@@ -286,4 +286,16 @@ json config_to_json(const ModelConfig& c) {
   return j;
 }
 
+void check_sequence(const ModelConfig& c, std::span<const int32_t> prompt, int64_t max_tokens) {
+  CACHALOT_CHECK_ARG(!prompt.empty(), "the prompt is empty: it needs at least one token");
+  for (const int32_t id : prompt) {
+    CACHALOT_CHECK_ARG(id >= 0 && id < c.vocab_size, "prompt token id {} is outside the vocabulary of {}", id,
+                       c.vocab_size);
+  }
+  const auto length = static_cast<int64_t>(prompt.size());
+  CACHALOT_CHECK_ARG(length + max_tokens <= c.max_position_embeddings,
+                     "the prompt ({} tokens) plus max_tokens ({}) exceeds the model's context of {} tokens", length,
+                     max_tokens, c.max_position_embeddings);
+}
+
 }  // namespace cachalot::model

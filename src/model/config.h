@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 
 #include <nlohmann/json_fwd.hpp>
@@ -74,5 +75,9 @@ ModelConfig parse_config(const nlohmann::json& json);
 ModelConfig load_config(const std::string& path);
 // The config.json text for a config (used by `cachalot init`).
 nlohmann::json config_to_json(const ModelConfig& config);
+
+// Checks that a sequence can run on this model: a non-empty prompt of ids inside the vocabulary
+// that, with max_tokens more, fits the context. Error(kInvalidArgument) saying what is wrong.
+void check_sequence(const ModelConfig& config, std::span<const int32_t> prompt, int64_t max_tokens);
 
 }  // namespace cachalot::model
