@@ -139,16 +139,10 @@ void HttpServer::install_routes() {
         while (true) {
           auto event = stream->next(1000ms);
           if (!event) continue;
-          if (event->token) builder->token_chunk(*event->token);
+          if (event->token) builder->record(*event->token);
           if (event->finish) {
-            const auto& f = *event->finish;
-            if (f.reason == engine::FinishReason::kError) {
-              send_error(res, ApiError(500, "generation failed: " + f.error, {}, {}, "server_error"));
-            } else if (f.reason == engine::FinishReason::kCancelled) {
-              send_error(res, ApiError(503, "the request was cancelled (server shutting down)", {}, {}, "server_error"));
-            } else {
-              send_json(res, 200, builder->full_response(f));
-            }
+            if (const auto error = finish_error(*event->finish)) send_error(res, *error);
+            else send_json(res, 200, builder->full_response(*event->finish));
             return;
           }
         }
@@ -173,11 +167,8 @@ void HttpServer::install_routes() {
             if (!event) return sink.is_writable() || (stream->cancel(), false);
             if (event->token) return write(sse(builder->token_chunk(*event->token)));
             const auto& f = *event->finish;
-            if (f.reason == engine::FinishReason::kError || f.reason == engine::FinishReason::kCancelled) {
-              const ApiError e(500, f.reason == engine::FinishReason::kError ? "generation failed: " + f.error
-                                                                              : "the request was cancelled",
-                               {}, {}, "server_error");
-              if (!write(sse(error_body(e)))) return false;
+            if (const auto error = finish_error(f)) {
+              if (!write(sse(error_body(*error)))) return false;
             } else {
               if (!write(sse(builder->finish_chunk(f)))) return false;
               if (parsed->include_usage && !write(sse(builder->usage_chunk(f)))) return false;

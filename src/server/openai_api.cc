@@ -235,9 +235,8 @@ Json ResponseBuilder::logprob_entry(const engine::TokenEvent& t) const {
               {"top_logprobs", top}};
 }
 
-Json ResponseBuilder::token_chunk(const engine::TokenEvent& t) {
+Json ResponseBuilder::record(const engine::TokenEvent& t) {
   token_ids_.push_back(t.token);
-  Json choice{{"index", 0}};
   Json lp = nullptr;
   if (request_.logprobs) {
     if (request_.endpoint == Endpoint::kChat) {
@@ -257,14 +256,30 @@ Json ResponseBuilder::token_chunk(const engine::TokenEvent& t) {
     }
   }
   text_ += t.text;
+  return lp;
+}
+
+Json ResponseBuilder::token_chunk(const engine::TokenEvent& t) {
+  Json lp = record(t);
+  Json choice{{"index", 0}};
   if (request_.endpoint == Endpoint::kChat) choice["delta"] = Json{{"content", t.text}};
   else choice["text"] = t.text;
-  choice["logprobs"] = lp;
+  choice["logprobs"] = std::move(lp);
   choice["finish_reason"] = nullptr;
   choice["token_ids"] = Json::array({t.token});  // extension: the ids behind the text
   Json chunk = chunk_envelope();
   chunk["choices"] = Json::array({choice});
   return chunk;
+}
+
+std::optional<ApiError> finish_error(const engine::FinishEvent& f) {
+  if (f.reason == engine::FinishReason::kError) {
+    return ApiError(500, "generation failed: " + f.error, {}, {}, "server_error");
+  }
+  if (f.reason == engine::FinishReason::kCancelled) {
+    return ApiError(503, "the request was cancelled (server shutting down)", {}, {}, "server_error");
+  }
+  return std::nullopt;
 }
 
 Json ResponseBuilder::first_chat_chunk() const {

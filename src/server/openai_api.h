@@ -55,12 +55,18 @@ ParsedRequest parse_request(Endpoint endpoint, const std::string& body, const Mo
 // The text a token stands for in logprobs ("token_id:N" without a tokenizer).
 std::string token_text(const tokenizer::Tokenizer* tok, int32_t token);
 
+// The error a request that did not complete gets: 500 if generation failed, 503 if it was
+// cancelled (the server drained); nullopt for a normal finish.
+std::optional<ApiError> finish_error(const engine::FinishEvent& finish);
+
 // Accumulates a request's output and writes the response objects.
 class ResponseBuilder {
  public:
   ResponseBuilder(const ParsedRequest& request, const ModelInfo& model);
 
-  // One chunk for a token (streaming); also records it for the final response.
+  // Records a token for the final response; returns its logprobs object for a chunk (or null).
+  Json record(const engine::TokenEvent& token);
+  // One chunk for a token (streaming); records it too.
   Json token_chunk(const engine::TokenEvent& token);
   // The chunk that carries the finish reason (and the held-back text).
   Json finish_chunk(const engine::FinishEvent& finish);
