@@ -13,6 +13,7 @@
 
 #include "apps/cachalot/commands.h"
 #include "apps/cachalot/generation.h"
+#include "apps/cachalot/model_flags.h"
 #include "core/error.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -26,8 +27,7 @@ struct Args {
   std::string prompt_text, system_prompt;
   bool chat = false;
   GenerationOptions generation;
-  std::string precision = "fast";
-  std::string kv_cache = "bf16";
+  ModelFlags model;
   bool json = false;
 };
 
@@ -137,10 +137,7 @@ void run(const Args& a) {
   CACHALOT_CHECK_ARG(!a.generation.prompt_logits || a.json, "--logits needs --json");
   CACHALOT_CHECK_ARG(!a.chat || !a.json, "--chat prints text; it cannot be combined with --json");
   model::validate(a.generation.sampling);
-  model::ModelOptions options;
-  options.precision = a.precision == "exact" ? model::Precision::kExact : model::Precision::kFast;
-  options.kv_format = a.kv_cache == "fp8" ? mla::KvFormat::kFp8 : mla::KvFormat::kBf16;
-  const auto m = model::Model::load(a.model_dir, options);
+  const auto m = model::Model::load(a.model_dir, a.model.options());
   if (a.chat) run_chat(a, *m);
   else run_once(a, *m);
 }
@@ -161,10 +158,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--top-p", g.sampling.top_p, "nucleus sampling mass in (0, 1] (default 1)");
   cmd->add_option("--top-k", g.sampling.top_k, "sample among the k most likely tokens (0: all)");
   cmd->add_option("--seed", g.sampling.seed, "sampling seed (default 0)");
-  cmd->add_option("--precision", args->precision, "fast (default: FP8 GEMMs, BF16 activations) or exact (FP32)")
-      ->check(CLI::IsMember({"fast", "exact"}));
-  cmd->add_option("--kv-cache", args->kv_cache, "KV cache format in fast mode: bf16 (default) or fp8")
-      ->check(CLI::IsMember({"bf16", "fp8"}));
+  add_model_flags(cmd, args->model);
   cmd->add_flag("--ignore-eos", g.ignore_eos, "keep generating past the end-of-sequence token");
   cmd->add_flag("--json", args->json, "print one JSON object: prompt_ids, output_ids, text");
   cmd->add_flag("--logits", g.prompt_logits, "with --json: add prompt_logits, one row per prompt position");

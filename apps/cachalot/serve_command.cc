@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "apps/cachalot/commands.h"
+#include "apps/cachalot/model_flags.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "engine/engine.h"
@@ -25,7 +26,8 @@ namespace {
 volatile std::sig_atomic_t g_shutdown_signal = 0;
 
 struct Args {
-  std::string model_dir, served_name, precision = "fast", kv_cache = "bf16";
+  std::string model_dir, served_name;
+  ModelFlags model;
   server::ServerOptions server;
   engine::EngineOptions engine;
   double kv_cache_gb = 2.0;
@@ -52,10 +54,7 @@ void run(Args a) {
   sigaction(SIGINT, &action, nullptr);
 
   CACHALOT_CHECK_ARG(a.kv_cache_gb > 0, "--kv-cache-gb must be positive, got {}", a.kv_cache_gb);
-  model::ModelOptions options;
-  options.precision = a.precision == "exact" ? model::Precision::kExact : model::Precision::kFast;
-  options.kv_format = a.kv_cache == "fp8" ? mla::KvFormat::kFp8 : mla::KvFormat::kBf16;
-  std::shared_ptr<const model::Model> m = model::Model::load(a.model_dir, options);
+  std::shared_ptr<const model::Model> m = model::Model::load(a.model_dir, a.model.options());
   std::shared_ptr<const tokenizer::Tokenizer> tok;
   if (tokenizer::Tokenizer::present(a.model_dir)) {
     tok = std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::load(a.model_dir));
@@ -127,9 +126,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--max-queue", args->engine.max_waiting, "queued requests before 429 (default 256)");
   cmd->add_option("--max-connections", args->server.max_connections, "concurrent HTTP connections (default 256)");
   cmd->add_flag("--no-prefix-caching", args->no_prefix_caching, "do not reuse KV blocks of repeated prompt prefixes");
-  cmd->add_option("--precision", args->precision, "fast (default) or exact")->check(CLI::IsMember({"fast", "exact"}));
-  cmd->add_option("--kv-cache", args->kv_cache, "KV cache format in fast mode: bf16 (default) or fp8")
-      ->check(CLI::IsMember({"bf16", "fp8"}));
+  add_model_flags(cmd, args->model);
   cmd->add_option("--shutdown-grace-s", args->shutdown_grace_s,
                   "on SIGTERM, seconds to let requests in flight finish before cancelling them (default 30)");
   cmd->callback([args] { run(*args); });
