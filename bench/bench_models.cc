@@ -19,6 +19,22 @@ std::string ensure_preset_checkpoint(const std::string& preset) {
   return dir;
 }
 
+PromptBatch make_prompt_batch(const model::Model& m, int64_t batch, int64_t len, uint32_t seed) {
+  const int64_t blocks_per_seq = (len + 63) / 64;
+  PromptBatch b{m.make_kv_cache(batch * blocks_per_seq), {}, {}, {}};
+  b.tables.resize(static_cast<size_t>(batch));
+  b.prompts.resize(static_cast<size_t>(batch));
+  std::mt19937 rng(seed);
+  for (int64_t s = 0; s < batch; ++s) {
+    b.tables[s].resize(static_cast<size_t>(blocks_per_seq));
+    std::iota(b.tables[s].begin(), b.tables[s].end(), static_cast<int32_t>(s * blocks_per_seq));
+    for (int64_t i = 0; i < len; ++i) b.prompts[s].push_back(static_cast<int32_t>(rng() % m.config().vocab_size));
+  }
+  // After the vectors are complete: the steps view their buffers.
+  for (int64_t s = 0; s < batch; ++s) b.steps.push_back({b.prompts[s], 0, b.tables[s]});
+  return b;
+}
+
 void fill_cache(const model::Model& m, model::KvCache& cache, const std::vector<int32_t>& table, int64_t tokens,
                 uint32_t seed) {
   const auto& c = m.config();

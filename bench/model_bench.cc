@@ -7,8 +7,6 @@
 // ratio = our tokens/s over the roofline's.
 #include <chrono>
 #include <filesystem>
-#include <numeric>
-#include <random>
 #include <set>
 
 #include <fmt/format.h>
@@ -117,19 +115,9 @@ void run_model(const Options& options, Reporter& reporter) {
   // Prefill: `batch` prompts of `len` tokens in one forward.
   const int64_t prompt_len = quick ? 128 : 1024;
   for (const int64_t batch : quick ? std::vector<int64_t>{1, 2} : std::vector<int64_t>{1, 8}) {
-    const int64_t blocks_per_seq = (prompt_len + 63) / 64;
-    model::KvCache cache = m->make_kv_cache(batch * blocks_per_seq);
-    std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch)), prompts(static_cast<size_t>(batch));
-    std::vector<model::SequenceStep> steps;
-    std::mt19937 rng(7);
-    for (int64_t s = 0; s < batch; ++s) {
-      tables[s].resize(static_cast<size_t>(blocks_per_seq));
-      std::iota(tables[s].begin(), tables[s].end(), static_cast<int32_t>(s * blocks_per_seq));
-      for (int64_t i = 0; i < prompt_len; ++i) prompts[s].push_back(static_cast<int32_t>(rng() % c.vocab_size));
-      steps.push_back({prompts[s], 0, tables[s]});
-    }
+    PromptBatch prompts = make_prompt_batch(*m, batch, prompt_len, 7);
     const auto t0 = std::chrono::steady_clock::now();
-    const model::ForwardOutput out = m->forward(steps, cache, {.record_routing = true});
+    const model::ForwardOutput out = m->forward(prompts.steps, prompts.cache, {.record_routing = true});
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double tokens = static_cast<double>(batch * prompt_len);
     const double flops = tokens * token_flops(c) + batch * lm_head_flops(c) +

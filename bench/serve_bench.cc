@@ -14,7 +14,6 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <numeric>
 #include <random>
 #include <regex>
 #include <thread>
@@ -143,18 +142,8 @@ double percentile(std::vector<double> v, double p) {
 
 // Seconds to prefill `batch` prompts of `len` random tokens in one forward (median of 3).
 double prefill_seconds(const model::Model& m, int64_t batch, int64_t len) {
-  const int64_t blocks = (len + 63) / 64;
-  model::KvCache cache = m.make_kv_cache(batch * blocks);
-  std::vector<std::vector<int32_t>> tables(static_cast<std::size_t>(batch)), prompts(static_cast<std::size_t>(batch));
-  std::vector<model::SequenceStep> steps;
-  std::mt19937 rng(3);
-  for (int64_t s = 0; s < batch; ++s) {
-    tables[s].resize(static_cast<std::size_t>(blocks));
-    std::iota(tables[s].begin(), tables[s].end(), static_cast<int32_t>(s * blocks));
-    for (int64_t i = 0; i < len; ++i) prompts[s].push_back(static_cast<int32_t>(rng() % m.config().vocab_size));
-    steps.push_back({prompts[s], 0, tables[s]});
-  }
-  return median_ns([&] { m.forward(steps, cache); }, 3, 1) * 1e-9;
+  PromptBatch prompts = make_prompt_batch(m, batch, len, 3);
+  return median_ns([&] { m.forward(prompts.steps, prompts.cache); }, 3, 1) * 1e-9;
 }
 
 }  // namespace

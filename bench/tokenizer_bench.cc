@@ -142,11 +142,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 // Runs the JS peer; nullopt (with a warning) when node or the package is missing.
 std::optional<nlohmann::json> run_peer(const fs::path& tokenizer_dir, const fs::path& corpus, int repeats) {
   const fs::path script = fs::path(CACHALOT_SOURCE_DIR) / "bench/peers/hf_tokenizers_js.mjs";
@@ -171,7 +166,7 @@ std::optional<nlohmann::json> run_peer(const fs::path& tokenizer_dir, const fs::
 
 void run_tokenizer(const Options& options, Reporter& reporter) {
   const fs::path dir = find_tokenizer_dir(options);
-  auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = std::chrono::steady_clock::now();
   const auto tok = tokenizer::Tokenizer::load(dir);
   const double load_s = seconds_since(t0);
 
@@ -179,16 +174,9 @@ void run_tokenizer(const Options& options, Reporter& reporter) {
   const double megabytes = static_cast<double>(corpus.size()) / 1e6;
   const int repeats = options.quick ? 3 : 5;
   std::vector<int32_t> ids;
-  std::vector<double> encode_s, decode_s;
   std::string decoded;
-  for (int r = 0; r < repeats; ++r) {
-    t0 = std::chrono::steady_clock::now();
-    ids = tok.encode(corpus);
-    encode_s.push_back(seconds_since(t0));
-    t0 = std::chrono::steady_clock::now();
-    decoded = tok.decode(ids);
-    decode_s.push_back(seconds_since(t0));
-  }
+  const double encode_s = median_ns([&] { ids = tok.encode(corpus); }, repeats, 1) * 1e-9;
+  const double decode_s = median_ns([&] { decoded = tok.decode(ids); }, repeats, 1) * 1e-9;
   CACHALOT_ASSERT(decoded == corpus);
 
   const fs::path corpus_path = fs::temp_directory_path() / fmt::format("cachalot-tokenizer-corpus-{}.txt", getpid());
@@ -200,7 +188,7 @@ void run_tokenizer(const Options& options, Reporter& reporter) {
   fs::remove(corpus_path);
 
   const std::string label = fmt::format("deepseek-v3 {:.2f} MB mixed text, {} tokens", megabytes, ids.size());
-  const double encode = megabytes / median(encode_s), decode = megabytes / median(decode_s);
+  const double encode = megabytes / encode_s, decode = megabytes / decode_s;
   if (peer) {
     const bool same = peer->at("ids").get<std::size_t>() == ids.size() &&
                       peer->at("checksum").get<std::string>() == std::to_string(checksum(ids));
