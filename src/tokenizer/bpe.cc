@@ -55,7 +55,7 @@ void Bpe::encode_word(std::string_view bytes, std::vector<int32_t>& out) const {
   const bool cacheable = bytes.size() <= kMaxCachedWordBytes;
   if (cacheable) {
     std::lock_guard lock(*cache_mutex_);
-    const auto it = cache_.find(std::string(bytes));
+    const auto it = cache_.find(bytes);
     if (it != cache_.end()) {
       out.insert(out.end(), it->second.begin(), it->second.end());
       return;

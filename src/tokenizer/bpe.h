@@ -45,7 +45,12 @@ class Bpe {
   static constexpr std::size_t kCacheCapacity = 1 << 17;
   static constexpr std::size_t kMaxCachedWordBytes = 256;
   mutable std::unique_ptr<std::mutex> cache_mutex_ = std::make_unique<std::mutex>();
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
+  // Looked up by string_view (transparent hash): a hit allocates nothing.
+  struct WordHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  mutable std::unordered_map<std::string, std::vector<int32_t>, WordHash, std::equal_to<>> cache_;
 };
 
 }  // namespace cachalot::tokenizer

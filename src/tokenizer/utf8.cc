@@ -47,7 +47,6 @@ std::size_t sequence_length(std::string_view text, std::size_t pos, std::size_t*
 std::size_t find_invalid(std::string_view text) {
   std::size_t pos = 0;
   while (pos < text.size()) {
-    // ASCII runs are the common case; skip them eight bytes at a time would be premature here.
     const std::size_t len = sequence_length(text, pos);
     if (len == 0) return pos;
     pos += len;
