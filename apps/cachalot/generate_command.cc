@@ -48,36 +48,33 @@ void print_timing(std::size_t prompt, const Generation& g) {
                g.output.size() > 1 ? (g.output.size() - 1) / g.decode_seconds : 0.0);
 }
 
-// Text of generated ids for the JSON output: special tokens (EOS) and ids the tokenizer does not
-// have (the rows that pad the embedding past the vocabulary) leave no text.
-std::string output_text(const tokenizer::Tokenizer& tok, const std::vector<int32_t>& ids) {
-  tokenizer::StreamDecoder stream(tok);
-  std::string text;
-  for (int32_t id : ids) text += stream.push(id);
-  return text + stream.finish();
-}
-
 void run_once(const Args& a, const model::Model& m) {
   const bool text_prompt = !a.prompt_text.empty();
   const auto tok = load_tokenizer(a, text_prompt);
   const std::vector<int32_t> prompt = text_prompt ? tok->encode(a.prompt_text, /*add_special_tokens=*/true) : a.prompt_ids;
+  // Text as it is decoded (whole UTF-8; specials and ids the tokenizer lacks leave none): printed
+  // as it comes, or collected for --json.
   std::optional<tokenizer::StreamDecoder> stream;
   if (tok) stream.emplace(*tok);
+  std::string text;
+  auto emit = [&](const std::string& delta) {
+    text += delta;
+    if (!a.json) fmt::print("{}", delta);
+  };
   bool first = true;
   const Generation g = generate(m, prompt, a.generation, [&](int32_t token) {
-    if (a.json) return;
-    if (stream) fmt::print("{}", stream->push(token));
-    else fmt::print("{}{}", first ? "" : " ", token);
+    if (stream) emit(stream->push(token));
+    else if (!a.json) fmt::print("{}{}", first ? "" : " ", token);
     first = false;
     std::fflush(stdout);
   });
+  if (stream) emit(stream->finish());
   if (a.json) {
-    nlohmann::json j = {{"prompt_ids", prompt}, {"output_ids", g.output}, {"text", tok ? output_text(*tok, g.output) : ""}};
+    nlohmann::json j = {{"prompt_ids", prompt}, {"output_ids", g.output}, {"text", text}};
     if (a.generation.prompt_logits) j["prompt_logits"] = g.prompt_logits;
     fmt::print("{}\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     return;
   }
-  if (stream) fmt::print("{}", stream->finish());
   fmt::print("\n");
   std::fflush(stdout);
   print_timing(prompt.size(), g);
