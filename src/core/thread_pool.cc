@@ -1,5 +1,6 @@
 #include "core/thread_pool.h"
 
+#include <pthread.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -63,16 +64,38 @@ ThreadPool::~ThreadPool() {
   for (auto& w : workers_) w.join();
 }
 
+namespace {
+
+// The global pool lives behind a pointer so that a forked child (an EP rank process) can get a
+// fresh one: fork copies the pool object but not its worker threads, and a parallel_for on it
+// would wait forever for them.
+std::atomic<ThreadPool*> g_global_pool{nullptr};
+std::mutex g_global_pool_mutex;
+ThreadPool* g_pre_fork_pool = nullptr;  // the parent's pool, kept reachable in the child
+
+int global_pool_threads() {
+  if (const char* env = std::getenv("CACHALOT_NUM_THREADS")) {
+    const int n = std::atoi(env);
+    CACHALOT_CHECK_ARG(n >= 1, "CACHALOT_NUM_THREADS must be a positive integer, got '{}'", env);
+    return n;
+  }
+  return available_cpus();
+}
+
+}  // namespace
+
 ThreadPool& ThreadPool::global() {
-  static ThreadPool pool([] {
-    if (const char* env = std::getenv("CACHALOT_NUM_THREADS")) {
-      const int n = std::atoi(env);
-      CACHALOT_CHECK_ARG(n >= 1, "CACHALOT_NUM_THREADS must be a positive integer, got '{}'", env);
-      return n;
-    }
-    return available_cpus();
-  }());
-  return pool;
+  if (ThreadPool* pool = g_global_pool.load(std::memory_order_acquire)) return *pool;
+  std::lock_guard lock(g_global_pool_mutex);
+  if (ThreadPool* pool = g_global_pool.load(std::memory_order_relaxed)) return *pool;
+  static const int registered = pthread_atfork(nullptr, nullptr, [] {
+    g_pre_fork_pool = g_global_pool.exchange(nullptr);
+    new (&g_global_pool_mutex) std::mutex();  // it may have been held by a thread the child lacks
+  });
+  (void)registered;
+  auto* pool = new ThreadPool(global_pool_threads());  // never destroyed: threads may use it during exit
+  g_global_pool.store(pool, std::memory_order_release);
+  return *pool;
 }
 
 bool ThreadPool::in_parallel_region() { return t_in_parallel; }

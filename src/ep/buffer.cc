@@ -1,0 +1,292 @@
+// ep::Buffer: construction, the pieces every operation shares, and normal mode.
+#include "ep/buffer.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/convert.h"
+#include "core/error.h"
+#include "core/trace.h"
+#include "ep/buffer_internal.h"
+#include "ep/message.h"
+
+namespace cachalot::ep {
+
+namespace detail {
+
+std::vector<int32_t> read_topk(const Tensor& topk_idx, int64_t num_experts, const char* what) {
+  CACHALOT_CHECK_ARG(topk_idx.dim() == 2 && topk_idx.is_contiguous(), "ep {}: topk_idx must be contiguous [tokens, k], got {}",
+                     what, topk_idx.description());
+  const int64_t n = topk_idx.numel();
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  if (topk_idx.dtype() == DType::kI64) {
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(std::clamp<int64_t>(topk_idx.data<int64_t>()[i], -2, num_experts));
+  } else {
+    CACHALOT_CHECK_ARG(topk_idx.dtype() == DType::kI32, "ep {}: topk_idx must be I32 or I64, got {}", what,
+                       topk_idx.description());
+    std::copy_n(topk_idx.data<int32_t>(), n, out.data());
+  }
+  for (int64_t i = 0; i < n; ++i)
+    CACHALOT_CHECK_ARG(out[i] >= -1 && out[i] < num_experts, "ep {}: expert id {} at [{}, {}] is outside -1..{}", what,
+                       out[i], i / topk_idx.size(1), i % topk_idx.size(1), num_experts - 1);
+  return out;
+}
+
+int64_t experts_per_rank(int64_t num_experts, int world, const char* what) {
+  CACHALOT_CHECK_ARG(num_experts > 0 && num_experts % world == 0, "ep {}: {} experts do not split evenly over {} ranks",
+                     what, num_experts, world);
+  return num_experts / world;
+}
+
+void copy_row_as_f32(const Tensor& t, int64_t row, float* out) {
+  const int64_t h = t.size(-1);
+  if (t.dtype() == DType::kBF16)
+    convert(t.data<bf16>() + row * h, out, static_cast<size_t>(h));
+  else
+    std::copy_n(t.data<float>() + row * h, h, out);
+}
+
+}  // namespace detail
+
+using detail::read_topk;
+
+int Buffer::next_slot() {
+  const int slot = slot_;
+  slot_ ^= 1;
+  return slot;
+}
+
+size_t Buffer::region_bytes() const {
+  return transport_->options().slot_bytes / static_cast<size_t>(transport_->world_size()) / 64 * 64;
+}
+
+void Buffer::post_regions(int slot) {
+  const size_t world = static_cast<size_t>(world_size()), region = region_bytes();
+  std::vector<size_t> offset(world), max(world, region);
+  for (size_t r = 0; r < world; ++r) offset[r] = r * region;
+  transport_->post(slot, offset, max);
+}
+
+void Buffer::check_overflow(int slot, const char* what) {
+  for (int src = 0; src < world_size(); ++src) {
+    const MessageHeader h = read_header(transport_->received(slot, src));
+    if (h.status == MessageStatus::kOverflow)
+      raise(ErrorKind::kResourceExhausted,
+            "ep {}: rank {} had a {}-byte message for a {}-byte region (slot_bytes {} / {} ranks); raise the transport's "
+            "slot_bytes (Buffer::normal_slot_bytes / low_latency_slot_bytes size it)",
+            what, src, h.needed_bytes, h.region_bytes, transport_->options().slot_bytes, world_size());
+  }
+}
+
+void detail::send_messages(Transport& t, int slot, size_t region, std::span<const size_t> sizes,
+                           const std::function<void(int, std::span<std::byte>)>& fill) {
+  const size_t worst = *std::max_element(sizes.begin(), sizes.end());
+  for (int dst = 0; dst < t.world_size(); ++dst) {
+    const size_t offset = static_cast<size_t>(t.rank()) * region;
+    if (worst > region) {
+      // Everyone hears of it, so every rank fails the operation and none waits for the next.
+      write_header(t.send_window(slot, dst, offset, sizeof(MessageHeader)),
+                   {MessageStatus::kOverflow, 0, worst, region});
+    } else {
+      fill(dst, t.send_window(slot, dst, offset, sizes[dst]));
+    }
+  }
+}
+
+DispatchLayout Buffer::get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts) const {
+  const std::vector<int32_t> topk = read_topk(topk_idx, num_experts, "get_dispatch_layout");
+  const int world = world_size();
+  const int64_t per = detail::experts_per_rank(num_experts, world, "get_dispatch_layout");
+  const int64_t tokens = topk_idx.size(0), k = topk_idx.size(1), per_node = transport_->ranks_per_node();
+  DispatchLayout l;
+  l.num_tokens = tokens;
+  l.num_experts = num_experts;
+  l.tokens_per_rank.assign(static_cast<size_t>(world), 0);
+  l.tokens_per_node.assign(static_cast<size_t>(transport_->num_nodes()), 0);
+  l.tokens_per_expert.assign(static_cast<size_t>(num_experts), 0);
+  l.is_token_in_rank.assign(static_cast<size_t>(tokens * world), 0);
+  std::vector<uint8_t> in_node(l.tokens_per_node.size());
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::fill(in_node.begin(), in_node.end(), 0);
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = topk[t * k + j];
+      if (e < 0) continue;
+      ++l.tokens_per_expert[e];
+      const int64_t r = e / per;
+      uint8_t& in = l.is_token_in_rank[t * world + r];
+      if (!in) ++l.tokens_per_rank[r];
+      in = 1;
+      if (!in_node[r / per_node]) ++l.tokens_per_node[r / per_node];
+      in_node[r / per_node] = 1;
+    }
+  }
+  return l;
+}
+
+namespace {
+
+// Sections of a normal dispatch message.
+MessageLayout dispatch_sections(int64_t rows, int64_t k, int64_t kb, size_t row_bytes) {
+  const size_t r = static_cast<size_t>(rows);
+  return MessageLayout{r * 4, r * static_cast<size_t>(k) * 4, r * static_cast<size_t>(k) * 4, r * static_cast<size_t>(kb) * 4,
+                       r * row_bytes};
+}
+enum DispatchSection { kSrcIndex, kTopkIdx, kTopkWeights, kScales, kRows };
+
+}  // namespace
+
+DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& x_scales, const Tensor& topk_idx, const Tensor& topk_weights,
+                                const DispatchLayout& layout) {
+  trace::Span span("ep_dispatch", "ep");
+  const int world = world_size();
+  CACHALOT_CHECK_ARG(x.dim() == 2 && x.is_contiguous(), "ep dispatch: x must be contiguous [tokens, hidden], got {}",
+                     x.description());
+  const bool fp8 = x.dtype() == DType::kF8E4M3;
+  CACHALOT_CHECK_ARG(fp8 || x.dtype() == DType::kF32 || x.dtype() == DType::kBF16,
+                     "ep dispatch: x must be F32, BF16 or F8_E4M3, got {}", x.description());
+  const int64_t tokens = x.size(0), hidden = x.size(1), kb = fp8 ? (hidden + 127) / 128 : 0;
+  CACHALOT_CHECK_ARG(fp8 == x_scales.defined() && (!fp8 || (x_scales.dtype() == DType::kF32 && x_scales.dim() == 2 &&
+                                                            x_scales.size(0) == tokens && x_scales.size(1) == kb)),
+                     "ep dispatch: FP8 x needs F32 scales [{}, {}] (and only FP8 x takes scales); got {}", tokens, kb,
+                     x_scales.defined() ? x_scales.description() : std::string("none"));
+  const std::vector<int32_t> topk = read_topk(topk_idx, layout.num_experts, "dispatch");
+  const int64_t k = topk_idx.size(1), per = detail::experts_per_rank(layout.num_experts, world, "dispatch");
+  CACHALOT_CHECK_ARG(topk_idx.size(0) == tokens && layout.num_tokens == tokens,
+                     "ep dispatch: {} tokens in x, {} in topk_idx, {} in the layout", tokens, topk_idx.size(0),
+                     layout.num_tokens);
+  CACHALOT_CHECK_ARG(topk_weights.dtype() == DType::kF32 && topk_weights.dim() == 2 && topk_weights.size(0) == tokens &&
+                         topk_weights.size(1) == k && topk_weights.is_contiguous(),
+                     "ep dispatch: topk_weights must be F32 [{}, {}], got {}", tokens, k, topk_weights.description());
+  span.arg("tokens", tokens).arg("hidden", hidden);
+  const size_t row_bytes = static_cast<size_t>(hidden) * x.element_size();
+
+  // One message per destination: the tokens it holds an expert of, ascending.
+  std::vector<size_t> sizes(static_cast<size_t>(world));
+  for (int d = 0; d < world; ++d) sizes[d] = dispatch_sections(layout.tokens_per_rank[d], k, kb, row_bytes).total();
+  const int slot = next_slot();
+  const auto* bytes = static_cast<const std::byte*>(x.raw_data());
+  detail::send_messages(*transport_, slot, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
+    const int64_t rows = layout.tokens_per_rank[dst];
+    const MessageLayout s = dispatch_sections(rows, k, kb, row_bytes);
+    write_header(m, {MessageStatus::kOk, static_cast<uint32_t>(rows), 0, 0});
+    int32_t* src_index = s.section<int32_t>(m, kSrcIndex);
+    int32_t* idx = s.section<int32_t>(m, kTopkIdx);
+    float* w = s.section<float>(m, kTopkWeights);
+    float* scales = s.section<float>(m, kScales);
+    std::byte* out = s.section<std::byte>(m, kRows);
+    int64_t i = 0;
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (!layout.is_token_in_rank[t * world + dst]) continue;
+      src_index[i] = static_cast<int32_t>(t);
+      for (int64_t j = 0; j < k; ++j) {
+        const int32_t e = topk[t * k + j];
+        idx[i * k + j] = e >= 0 && e / per == dst ? static_cast<int32_t>(e % per) : -1;
+        w[i * k + j] = topk_weights.data<float>()[t * k + j];
+      }
+      if (fp8) std::copy_n(x_scales.data<float>() + t * kb, kb, scales + i * kb);
+      std::memcpy(out + static_cast<size_t>(i) * row_bytes, bytes + static_cast<size_t>(t) * row_bytes, row_bytes);
+      ++i;
+    }
+    CACHALOT_ASSERT(i == rows);
+  });
+  post_regions(slot);
+  {
+    trace::Span wait_span("ep_dispatch_wait", "ep");
+    transport_->wait(slot);
+  }
+  check_overflow(slot, "dispatch");
+
+  DispatchResult r;
+  r.handle.slot_hint = slot;
+  r.handle.num_tokens = tokens;
+  r.handle.is_token_in_rank = layout.is_token_in_rank;
+  r.handle.recv_begin.assign(static_cast<size_t>(world) + 1, 0);
+  for (int src = 0; src < world; ++src)
+    r.handle.recv_begin[src + 1] = r.handle.recv_begin[src] + read_header(transport_->received(slot, src)).rows;
+  const int64_t n = r.handle.recv_begin.back();
+  r.x = Tensor::empty(x.dtype(), {n, hidden});
+  r.scales = fp8 ? Tensor::empty(DType::kF32, {n, kb}) : Tensor();
+  r.topk_idx = Tensor::empty(DType::kI32, {n, k});
+  r.topk_weights = Tensor::empty(DType::kF32, {n, k});
+  r.src_index = Tensor::empty(DType::kI32, {n});
+  // A source's rows are contiguous in the output: one copy per section.
+  for (int src = 0; src < world; ++src) {
+    const std::span<const std::byte> m = transport_->received(slot, src);
+    const int64_t begin = r.handle.recv_begin[src], rows = r.handle.recv_begin[src + 1] - begin;
+    if (rows == 0) continue;
+    const MessageLayout s = dispatch_sections(rows, k, kb, row_bytes);
+    std::copy_n(s.section<int32_t>(m, kSrcIndex), rows, r.src_index.mutable_data<int32_t>() + begin);
+    std::copy_n(s.section<int32_t>(m, kTopkIdx), rows * k, r.topk_idx.mutable_data<int32_t>() + begin * k);
+    std::copy_n(s.section<float>(m, kTopkWeights), rows * k, r.topk_weights.mutable_data<float>() + begin * k);
+    if (fp8) std::copy_n(s.section<float>(m, kScales), rows * kb, r.scales.mutable_data<float>() + begin * kb);
+    std::memcpy(static_cast<std::byte*>(r.x.mutable_raw_data()) + static_cast<size_t>(begin) * row_bytes,
+                s.section<std::byte>(m, kRows), static_cast<size_t>(rows) * row_bytes);
+  }
+  r.tokens_per_local_expert.assign(static_cast<size_t>(per), 0);
+  for (int64_t i = 0; i < n * k; ++i)
+    if (const int32_t e = r.topk_idx.data<int32_t>()[i]; e >= 0) ++r.tokens_per_local_expert[e];
+  return r;
+}
+
+Tensor Buffer::combine(const Tensor& expert_out, const DispatchHandle& handle) {
+  trace::Span span("ep_combine", "ep");
+  const int world = world_size();
+  CACHALOT_CHECK_ARG(handle.recv_begin.size() == static_cast<size_t>(world) + 1, "ep combine: the handle is not from this group");
+  const int64_t n = handle.recv_begin.back();
+  CACHALOT_CHECK_ARG(expert_out.dim() == 2 && expert_out.is_contiguous() && expert_out.size(0) == n &&
+                         (expert_out.dtype() == DType::kF32 || expert_out.dtype() == DType::kBF16),
+                     "ep combine: expert_out must be contiguous F32 or BF16 [{}, hidden] (one row per received token), got {}",
+                     n, expert_out.description());
+  const int64_t hidden = expert_out.size(1), tokens = handle.num_tokens;
+  const size_t row_bytes = static_cast<size_t>(hidden) * expert_out.element_size();
+  std::vector<size_t> sizes(static_cast<size_t>(world));
+  for (int d = 0; d < world; ++d)
+    sizes[d] = MessageLayout{static_cast<size_t>(handle.recv_begin[d + 1] - handle.recv_begin[d]) * row_bytes}.total();
+  const int slot = next_slot();
+  const auto* bytes = static_cast<const std::byte*>(expert_out.raw_data());
+  detail::send_messages(*transport_, slot, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
+    const int64_t begin = handle.recv_begin[dst], rows = handle.recv_begin[dst + 1] - begin;
+    write_header(m, {MessageStatus::kOk, static_cast<uint32_t>(rows), 0, 0});
+    std::memcpy(m.data() + sizeof(MessageHeader), bytes + static_cast<size_t>(begin) * row_bytes,
+                static_cast<size_t>(rows) * row_bytes);
+  });
+  post_regions(slot);
+  {
+    trace::Span wait_span("ep_combine_wait", "ep");
+    transport_->wait(slot);
+  }
+  check_overflow(slot, "combine");
+
+  // Sum in rank order: token t's rows come from the ranks that hold it, in ascending order.
+  Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
+  std::vector<float> row(static_cast<size_t>(hidden));
+  for (int src = 0; src < world; ++src) {
+    const std::span<const std::byte> m = transport_->received(slot, src);
+    const MessageHeader h = read_header(m);
+    const auto* data = m.data() + sizeof(MessageHeader);
+    int64_t i = 0;
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (!handle.is_token_in_rank[t * world + src]) continue;
+      CACHALOT_CHECK_ARG(i < h.rows, "ep combine: rank {} returned {} rows, fewer than it received", src, h.rows);
+      const std::byte* p = data + static_cast<size_t>(i++) * row_bytes;
+      if (expert_out.dtype() == DType::kBF16)
+        convert(reinterpret_cast<const bf16*>(p), row.data(), static_cast<size_t>(hidden));
+      else
+        std::memcpy(row.data(), p, row_bytes);
+      float* out = y.mutable_data<float>() + t * hidden;
+      for (int64_t j = 0; j < hidden; ++j) out[j] += row[j];
+    }
+    CACHALOT_CHECK_ARG(i == h.rows, "ep combine: rank {} returned {} rows for {} tokens", src, h.rows, i);
+  }
+  return y;
+}
+
+size_t Buffer::normal_slot_bytes(int world, int64_t tokens, int64_t hidden, int64_t k, size_t dispatch_elem,
+                                 size_t combine_elem) {
+  const int64_t kb = dispatch_elem == 1 ? (hidden + 127) / 128 : 0;
+  const size_t dispatch = dispatch_sections(tokens, k, kb, static_cast<size_t>(hidden) * dispatch_elem).total();
+  const size_t combine = MessageLayout{static_cast<size_t>(tokens * hidden) * combine_elem}.total();
+  return std::max(dispatch, combine) * static_cast<size_t>(world);
+}
+
+}  // namespace cachalot::ep

@@ -1,0 +1,154 @@
+// ep::Buffer: DeepEP's dispatch/combine over one of our transports (same API on all of them).
+// Experts are numbered 0..num_experts-1 and rank r holds the contiguous range
+// [r * E/W, (r+1) * E/W) (the engine maps router ids to these through its placement table).
+//
+// Normal mode (prefill: throughput; a layout first, then one round each way):
+//   DispatchLayout layout = buffer.get_dispatch_layout(topk_idx, num_experts);
+//   DispatchResult r = buffer.dispatch(x, x_scales, topk_idx, topk_weights, layout);
+//   ... each rank runs its experts on r.x, reducing every received row over its local experts
+//       (weighted by r.topk_weights) into expert_out [r.x.size(0), H] ...
+//   Tensor y = buffer.combine(expert_out, r.handle);  // plain sum over the ranks, F32 [T, H]
+// Each token reaches each rank holding one of its experts once; received rows are grouped by
+// source rank ascending, then by token index: deterministic, and combine sums in rank order.
+//
+// Low-latency mode (decode: latency; fixed cap of tokens per rank, one message per (token,
+// expert) pair, received straight into the masked grouped GEMM's layout):
+//   PendingDispatch d = buffer.low_latency_dispatch(x, topk_idx, max_tokens, num_experts, fp8);
+//   ... other work (the sends are out; the receive is deferred: DeepEP's hook) ...
+//   LowLatencyRecv r = d.receive();          // x [local_experts, W * max_tokens, H], count[e]
+//   PendingCombine c = buffer.low_latency_combine(expert_out, topk_weights, r.handle);
+//   Tensor y = c.receive();                  // sum_k w_k * expert_out, F32 [T, H]
+// At most two operations may be outstanding (the transport's two data slots), and every rank
+// must issue the same operations in the same order.
+//
+// Overflow (a message larger than its source's share of the slot, slot_bytes / world) fails the
+// operation on every rank with Error(kResourceExhausted) naming the sizes; the group stays
+// usable.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ep/transport.h"
+
+namespace cachalot::ep {
+
+struct DispatchLayout {
+  int64_t num_tokens = 0, num_experts = 0;
+  std::vector<int32_t> tokens_per_rank;    // [world]: tokens with >= 1 expert on the rank
+  std::vector<int32_t> tokens_per_node;    // [nodes]
+  std::vector<int32_t> tokens_per_expert;  // [num_experts]
+  std::vector<uint8_t> is_token_in_rank;   // [tokens][world]
+};
+
+// What combine needs to send each row back.
+struct DispatchHandle {
+  int slot_hint = 0;
+  int64_t num_tokens = 0;                  // at this rank, before dispatch
+  std::vector<uint8_t> is_token_in_rank;   // [tokens][world] of this rank's tokens
+  std::vector<int64_t> recv_begin;         // [world + 1]: received rows from each source
+};
+
+struct DispatchResult {
+  Tensor x;             // [recv, H], the dtype sent (F32, BF16 or F8_E4M3)
+  Tensor scales;        // F32 [recv, ceil(H/128)] when FP8 was sent
+  Tensor topk_idx;      // I32 [recv, K]: local expert ids, -1 for experts on other ranks
+  Tensor topk_weights;  // F32 [recv, K]
+  Tensor src_index;     // I32 [recv]: the token's row at its source rank
+  std::vector<int32_t> tokens_per_local_expert;
+  DispatchHandle handle;
+};
+
+struct LowLatencyHandle {
+  int64_t num_tokens = 0, num_experts = 0, max_tokens = 0, hidden = 0;
+  Tensor topk_idx;                          // this rank's, I32 [T, K]
+  // For each source rank, the packed row (local_expert * W * max_tokens + row) of each pair it
+  // sent, in its sending order: combine returns the outputs in that order.
+  std::vector<std::vector<int64_t>> rows_from;
+};
+
+struct LowLatencyRecv {
+  Tensor x;                    // [local_experts, W * max_tokens, H]: F8_E4M3 or the input dtype
+  Tensor scales;               // F32 [local_experts, W * max_tokens, ceil(H/128)] with FP8
+  std::vector<int32_t> count;  // valid rows per local expert (the masked GEMM's masked_m)
+  Tensor src_info;             // I32 [local_experts, W * max_tokens, 2]: (source rank, token)
+  LowLatencyHandle handle;
+};
+
+class Buffer;
+
+// A low-latency dispatch whose sends are out; receive() (the hook) waits and lays out.
+class PendingDispatch {
+ public:
+  LowLatencyRecv receive();
+
+ private:
+  friend class Buffer;
+  Buffer* buffer_ = nullptr;
+  int slot_ = -1;
+  bool fp8_ = false;
+  DType dtype_ = DType::kF32;
+  LowLatencyHandle handle_;
+};
+
+class PendingCombine {
+ public:
+  Tensor receive();
+
+ private:
+  friend class Buffer;
+  Buffer* buffer_ = nullptr;
+  int slot_ = -1;
+  DType dtype_ = DType::kF32;
+  Tensor topk_weights;
+  LowLatencyHandle handle_;
+};
+
+class Buffer {
+ public:
+  // Borrows the transport (one Buffer per transport: the Buffer alternates its data slots).
+  explicit Buffer(Transport& transport) : transport_(&transport) {}
+
+  Transport& transport() { return *transport_; }
+  int rank() const { return transport_->rank(); }
+  int world_size() const { return transport_->world_size(); }
+
+  // topk_idx I32 or I64 [T, K], -1 = no expert.
+  DispatchLayout get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts) const;
+  // x F32/BF16 [T, H], or F8_E4M3 with x_scales F32 [T, ceil(H/128)]; topk_weights F32 [T, K].
+  DispatchResult dispatch(const Tensor& x, const Tensor& x_scales, const Tensor& topk_idx, const Tensor& topk_weights,
+                          const DispatchLayout& layout);
+  // expert_out F32 or BF16 [recv, H] -> F32 [T, H].
+  Tensor combine(const Tensor& expert_out, const DispatchHandle& handle);
+
+  // x F32/BF16 [T <= max_tokens, H]; use_fp8 quantizes per 1x128 (else the dtype of x is sent).
+  PendingDispatch low_latency_dispatch(const Tensor& x, const Tensor& topk_idx, int64_t max_tokens, int64_t num_experts,
+                                       bool use_fp8);
+  // expert_out [local_experts, W * max_tokens, H] F32/BF16; topk_weights F32 [T, K].
+  PendingCombine low_latency_combine(const Tensor& expert_out, const Tensor& topk_weights, const LowLatencyHandle& handle);
+
+  // Slot bytes (TransportOptions::slot_bytes) that never overflow: normal mode with up to
+  // `tokens` rows per rank (every token could go to every rank), elements of dispatch_elem bytes
+  // (1 = FP8 with scales) sent and combine_elem bytes returned; low-latency mode.
+  static size_t normal_slot_bytes(int world, int64_t tokens, int64_t hidden, int64_t k, size_t dispatch_elem,
+                                  size_t combine_elem);
+  static size_t low_latency_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t k, int64_t local_experts);
+
+ private:
+  friend class PendingDispatch;
+  friend class PendingCombine;
+
+  int next_slot();                 // the data slot the next operation uses
+  size_t region_bytes() const;     // each source's share of a slot
+  // Posts a round whose message from every source sits at src * region_bytes().
+  void post_regions(int slot);
+  // Raises on every rank if some message of this round reported an overflow.
+  void check_overflow(int slot, const char* what);
+
+  Transport* transport_;
+  int slot_ = 0;
+};
+
+}  // namespace cachalot::ep

@@ -1,0 +1,222 @@
+// ep::Buffer's low-latency mode: one message row per (token, expert) pair, received into the
+// [local_experts, W * max_tokens, H] layout of the masked grouped GEMM; the receive is split
+// from the send (PendingDispatch/PendingCombine::receive, DeepEP's hook) so the caller can
+// overlap other work with the transfer.
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/trace.h"
+#include "ep/buffer.h"
+#include "ep/buffer_internal.h"
+#include "ep/message.h"
+#include "gemm/quantize.h"
+
+namespace cachalot::ep {
+namespace {
+
+// (local expert, token, k slot) of every pair a rank sends to `dst`, ordered by expert then token.
+struct Pair {
+  int32_t expert, token, slot;
+};
+std::vector<Pair> pairs_for(const std::vector<int32_t>& topk, int64_t k, int dst, int64_t per) {
+  std::vector<Pair> pairs;
+  for (size_t i = 0; i < topk.size(); ++i)
+    if (topk[i] >= 0 && topk[i] / per == dst)
+      pairs.push_back({static_cast<int32_t>(topk[i] % per), static_cast<int32_t>(i / k), static_cast<int32_t>(i % k)});
+  std::stable_sort(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) { return a.expert < b.expert; });
+  return pairs;
+}
+
+enum LowLatencySection { kMeta, kScales, kRows };
+MessageLayout dispatch_sections(size_t pairs, int64_t kb, size_t row_bytes) {
+  return MessageLayout{pairs * 2 * 4, pairs * static_cast<size_t>(kb) * 4, pairs * row_bytes};
+}
+
+void check_float_input(const Tensor& t, const char* what, const char* name) {
+  CACHALOT_CHECK_ARG(t.is_contiguous() && (t.dtype() == DType::kF32 || t.dtype() == DType::kBF16),
+                     "ep {}: {} must be contiguous F32 or BF16, got {}", what, name, t.description());
+}
+
+}  // namespace
+
+PendingDispatch Buffer::low_latency_dispatch(const Tensor& x, const Tensor& topk_idx, int64_t max_tokens,
+                                             int64_t num_experts, bool use_fp8) {
+  trace::Span span("ep_ll_dispatch_send", "ep");
+  const int world = world_size();
+  check_float_input(x, "low_latency_dispatch", "x");
+  CACHALOT_CHECK_ARG(x.dim() == 2, "ep low_latency_dispatch: x must be [tokens, hidden], got {}", x.description());
+  const int64_t tokens = x.size(0), hidden = x.size(1);
+  CACHALOT_CHECK_ARG(tokens <= max_tokens, "ep low_latency_dispatch: {} tokens, more than max_tokens {}", tokens, max_tokens);
+  const std::vector<int32_t> topk = detail::read_topk(topk_idx, num_experts, "low_latency_dispatch");
+  CACHALOT_CHECK_ARG(topk_idx.size(0) == tokens, "ep low_latency_dispatch: {} tokens in x, {} in topk_idx", tokens,
+                     topk_idx.size(0));
+  const int64_t k = topk_idx.size(1), per = detail::experts_per_rank(num_experts, world, "low_latency_dispatch");
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t a = 0; a < k; ++a)
+      for (int64_t b = a + 1; b < k; ++b)
+        CACHALOT_CHECK_ARG(topk[t * k + a] < 0 || topk[t * k + a] != topk[t * k + b],
+                           "ep low_latency_dispatch: token {} lists expert {} twice", t, topk[t * k + a]);
+  span.arg("tokens", tokens);
+
+  // The payload: FP8 + scales, or the rows as given.
+  gemm::Fp8Tensor q;
+  if (use_fp8) q = gemm::quantize_activations(x);
+  const Tensor& rows = use_fp8 ? q.data : x;
+  const int64_t kb = use_fp8 ? (hidden + 127) / 128 : 0;
+  const size_t row_bytes = static_cast<size_t>(hidden) * rows.element_size();
+
+  PendingDispatch p;
+  p.buffer_ = this;
+  p.fp8_ = use_fp8;
+  p.dtype_ = rows.dtype();
+  p.handle_.num_tokens = tokens;
+  p.handle_.num_experts = num_experts;
+  p.handle_.max_tokens = max_tokens;
+  p.handle_.hidden = hidden;
+  p.handle_.topk_idx = Tensor::empty(DType::kI32, {tokens, k});
+  std::copy(topk.begin(), topk.end(), p.handle_.topk_idx.mutable_data<int32_t>());
+
+  std::vector<std::vector<Pair>> pairs(static_cast<size_t>(world));
+  std::vector<size_t> sizes(static_cast<size_t>(world));
+  for (int d = 0; d < world; ++d) {
+    pairs[d] = pairs_for(topk, k, d, per);
+    sizes[d] = dispatch_sections(pairs[d].size(), kb, row_bytes).total();
+  }
+  p.slot_ = next_slot();
+  const auto* bytes = static_cast<const std::byte*>(rows.raw_data());
+  detail::send_messages(*transport_, p.slot_, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
+    const std::vector<Pair>& ps = pairs[dst];
+    const MessageLayout s = dispatch_sections(ps.size(), kb, row_bytes);
+    write_header(m, {MessageStatus::kOk, static_cast<uint32_t>(ps.size()), 0, 0});
+    int32_t* meta = s.section<int32_t>(m, kMeta);
+    float* scales = s.section<float>(m, kScales);
+    std::byte* out = s.section<std::byte>(m, kRows);
+    for (size_t i = 0; i < ps.size(); ++i) {
+      meta[2 * i] = ps[i].expert;
+      meta[2 * i + 1] = ps[i].token;
+      if (use_fp8) std::copy_n(q.scales.data<float>() + ps[i].token * kb, kb, scales + i * kb);
+      std::memcpy(out + i * row_bytes, bytes + static_cast<size_t>(ps[i].token) * row_bytes, row_bytes);
+    }
+  });
+  post_regions(p.slot_);
+  return p;
+}
+
+LowLatencyRecv PendingDispatch::receive() {
+  CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a dispatch that was not posted or was received already");
+  trace::Span span("ep_ll_dispatch_recv", "ep");
+  Buffer& b = *buffer_;
+  buffer_ = nullptr;
+  Transport& t = b.transport();
+  const int world = t.world_size();
+  t.wait(slot_);
+  b.check_overflow(slot_, "low_latency_dispatch");
+  LowLatencyHandle& h = handle_;
+  const int64_t per = h.num_experts / world, cap = static_cast<int64_t>(world) * h.max_tokens, hidden = h.hidden;
+  const int64_t kb = fp8_ ? (hidden + 127) / 128 : 0;
+  const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(dtype_);
+  LowLatencyRecv r;
+  r.x = Tensor::empty(dtype_, {per, cap, hidden});
+  if (fp8_) r.scales = Tensor::empty(DType::kF32, {per, cap, kb});
+  r.src_info = Tensor::empty(DType::kI32, {per, cap, 2});
+  r.count.assign(static_cast<size_t>(per), 0);
+  h.rows_from.assign(static_cast<size_t>(world), {});
+  auto* x = static_cast<std::byte*>(r.x.mutable_raw_data());
+  for (int src = 0; src < world; ++src) {
+    const std::span<const std::byte> m = t.received(slot_, src);
+    const size_t n = read_header(m).rows;
+    const MessageLayout s = dispatch_sections(n, kb, row_bytes);
+    const int32_t* meta = s.section<int32_t>(m, kMeta);
+    const float* scales = s.section<float>(m, kScales);
+    const std::byte* rows = s.section<std::byte>(m, kRows);
+    for (size_t i = 0; i < n; ++i) {
+      const int32_t e = meta[2 * i];
+      CACHALOT_CHECK_ARG(e >= 0 && e < per && r.count[e] < cap, "ep low_latency_dispatch: rank {} sent a bad pair", src);
+      const int64_t row = e * cap + r.count[e]++;
+      std::memcpy(x + static_cast<size_t>(row) * row_bytes, rows + i * row_bytes, row_bytes);
+      if (fp8_) std::copy_n(scales + i * kb, kb, r.scales.mutable_data<float>() + row * kb);
+      r.src_info.mutable_data<int32_t>()[2 * row] = src;
+      r.src_info.mutable_data<int32_t>()[2 * row + 1] = meta[2 * i + 1];
+      h.rows_from[src].push_back(row);
+    }
+  }
+  r.handle = std::move(h);
+  return r;
+}
+
+PendingCombine Buffer::low_latency_combine(const Tensor& expert_out, const Tensor& topk_weights,
+                                           const LowLatencyHandle& handle) {
+  trace::Span span("ep_ll_combine_send", "ep");
+  const int world = world_size();
+  check_float_input(expert_out, "low_latency_combine", "expert_out");
+  const int64_t per = handle.num_experts / world, cap = static_cast<int64_t>(world) * handle.max_tokens;
+  CACHALOT_CHECK_ARG(handle.rows_from.size() == static_cast<size_t>(world), "ep low_latency_combine: the handle is not from a received dispatch");
+  CACHALOT_CHECK_ARG(expert_out.dim() == 3 && expert_out.size(0) == per && expert_out.size(1) == cap &&
+                         expert_out.size(2) == handle.hidden,
+                     "ep low_latency_combine: expert_out must be [{}, {}, {}], got {}", per, cap, handle.hidden,
+                     expert_out.description());
+  const int64_t tokens = handle.num_tokens, k = handle.topk_idx.size(1);
+  CACHALOT_CHECK_ARG(topk_weights.dtype() == DType::kF32 && topk_weights.dim() == 2 && topk_weights.size(0) == tokens &&
+                         topk_weights.size(1) == k,
+                     "ep low_latency_combine: topk_weights must be F32 [{}, {}], got {}", tokens, k,
+                     topk_weights.description());
+  const size_t row_bytes = static_cast<size_t>(handle.hidden) * expert_out.element_size();
+  std::vector<size_t> sizes(static_cast<size_t>(world));
+  for (int d = 0; d < world; ++d) sizes[d] = MessageLayout{handle.rows_from[d].size() * row_bytes}.total();
+  PendingCombine p;
+  p.buffer_ = this;
+  p.dtype_ = expert_out.dtype();
+  p.topk_weights = topk_weights;
+  p.handle_ = handle;
+  p.slot_ = next_slot();
+  const auto* bytes = static_cast<const std::byte*>(expert_out.raw_data());
+  detail::send_messages(*transport_, p.slot_, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
+    const std::vector<int64_t>& rows = handle.rows_from[dst];
+    write_header(m, {MessageStatus::kOk, static_cast<uint32_t>(rows.size()), 0, 0});
+    std::byte* out = m.data() + sizeof(MessageHeader);
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::memcpy(out + i * row_bytes, bytes + static_cast<size_t>(rows[i]) * row_bytes, row_bytes);
+  });
+  post_regions(p.slot_);
+  return p;
+}
+
+Tensor PendingCombine::receive() {
+  CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a combine that was not posted or was received already");
+  trace::Span span("ep_ll_combine_recv", "ep");
+  Buffer& b = *buffer_;
+  buffer_ = nullptr;
+  Transport& t = b.transport();
+  const int world = t.world_size();
+  t.wait(slot_);
+  b.check_overflow(slot_, "low_latency_combine");
+  const LowLatencyHandle& h = handle_;
+  const int64_t tokens = h.num_tokens, k = h.topk_idx.size(1), hidden = h.hidden, per = h.num_experts / world;
+  const std::vector<int32_t> topk(h.topk_idx.data<int32_t>(), h.topk_idx.data<int32_t>() + tokens * k);
+  Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
+  std::vector<float> row(static_cast<size_t>(hidden));
+  for (int dst = 0; dst < world; ++dst) {
+    // The outputs come back in the order this rank sent the pairs.
+    const std::vector<Pair> pairs = pairs_for(topk, k, dst, per);
+    const std::span<const std::byte> m = t.received(slot_, dst);
+    CACHALOT_CHECK_ARG(read_header(m).rows == pairs.size(), "ep low_latency_combine: rank {} returned {} rows for {} pairs",
+                       dst, read_header(m).rows, pairs.size());
+    const Tensor view = Tensor::view(m.data() + sizeof(MessageHeader), dtype_, {static_cast<int64_t>(pairs.size()), hidden}, nullptr);
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      detail::copy_row_as_f32(view, static_cast<int64_t>(i), row.data());
+      const float w = topk_weights.data<float>()[pairs[i].token * k + pairs[i].slot];
+      float* out = y.mutable_data<float>() + pairs[i].token * hidden;
+      for (int64_t j = 0; j < hidden; ++j) out[j] += w * row[j];
+    }
+  }
+  return y;
+}
+
+size_t Buffer::low_latency_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t k, int64_t local_experts) {
+  const size_t pairs = static_cast<size_t>(max_tokens * std::min(k, local_experts));
+  const size_t dispatch = dispatch_sections(pairs, 0, static_cast<size_t>(hidden) * 4).total();  // F32 rows at most
+  return dispatch * static_cast<size_t>(world);
+}
+
+}  // namespace cachalot::ep

@@ -1,0 +1,23 @@
+// The `mpi` transport: ranks are MPI processes (launched with mpirun, possibly across hosts),
+// our analogue of DeepEP's RDMA path. A round posts one nonblocking receive per source straight
+// into the receive area and one send per destination from a staging buffer, and waits on them
+// with the transport's deadline. Nodes are the hosts MPI reports (MPI_COMM_TYPE_SHARED), unless
+// options.ranks_per_node says otherwise; ranks of one node must be consecutive.
+//
+// A rank whose process dies ends the job through mpirun (OpenMPI's default error handling);
+// abort() calls MPI_Abort, since MPI has no way to tell peers one rank gave up on a round.
+#pragma once
+
+#include <memory>
+
+#include "ep/transport.h"
+
+namespace cachalot::ep {
+
+// Initialises MPI (thread level: serialized) on first use; finalised at exit.
+std::unique_ptr<Transport> open_mpi_transport(const TransportOptions& options = {});
+
+// True when this process was started by mpirun (OMPI_COMM_WORLD_SIZE / PMI_SIZE are set).
+bool launched_by_mpirun();
+
+}  // namespace cachalot::ep

@@ -1,0 +1,79 @@
+// Transport: how expert-parallel ranks move bytes. Every rank owns a receive area per slot; one
+// collective round on a slot lets each rank write one message into each rank's area (at an
+// offset the two agree on: dispatch and combine give every source a fixed region), then each
+// rank waits until the messages addressed to it have arrived.
+//
+//   std::span<std::byte> w = t.send_window(slot, dst, offset, bytes);  // write the message here
+//   t.post(slot);                     // my messages of this round are written (or handed over)
+//   t.wait(slot);                     // the messages to me of this round have arrived
+//   std::span<const std::byte> m = t.received(slot, src);
+//
+// Slots 0 and 1 carry data (the double buffer: a round's received messages stay valid until the
+// next round on the same slot begins, so two results can be outstanding, as in DeepEP's
+// low-latency mode); kControlSlot carries small all-gathers. Every wait has a deadline and
+// watches the peers: a rank that failed (abort()) or whose process died makes the others raise
+// Error(kTimeout) naming it instead of hanging.
+//
+// Implementations: shared_memory_transport.h (`local`: ranks are threads of one process;
+// `shm`: processes on one host over POSIX shared memory), mpi_transport.h (`mpi`).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace cachalot::ep {
+
+inline constexpr int kControlSlot = 2;
+inline constexpr int kNumSlots = 3;
+
+struct TransportOptions {
+  // Bytes of each data slot's receive area on every rank.
+  size_t slot_bytes = size_t{64} << 20;
+  // Bytes one rank may contribute to an all-gather.
+  size_t control_bytes = 4096;
+  // How long a wait may last before the round fails (DeepEP's host-side timeout is 100 s).
+  std::chrono::milliseconds timeout{100'000};
+  // Ranks per node: rank / ranks_per_node is the node; 0 = all ranks on one node. The mpi
+  // transport finds it from the hosts; others take it as given (to exercise internode paths).
+  int ranks_per_node = 0;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+
+  virtual std::string_view name() const = 0;  // "local", "shm", "mpi"
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  virtual int ranks_per_node() const = 0;
+  int node() const { return rank() / ranks_per_node(); }
+  int num_nodes() const { return world_size() / ranks_per_node(); }
+  virtual const TransportOptions& options() const = 0;
+
+  // Where to write `bytes` for `dst`, to land at `offset` of dst's area of `slot`. At most one
+  // message per destination and round; a destination without a window gets an empty message.
+  // The first call of a round waits until dst has released the slot's previous round.
+  virtual std::span<std::byte> send_window(int slot, int dst, size_t offset, size_t bytes) = 0;
+  // Ends my writes of this round: every destination is told (empty messages included).
+  // `recv_offset[src]` is where src's message to me lands and `recv_max[src]` its largest size.
+  virtual void post(int slot, std::span<const size_t> recv_offset, std::span<const size_t> recv_max) = 0;
+  // Waits for every source's message of the round posted last on `slot`.
+  virtual void wait(int slot) = 0;
+  // The message from `src` of the last completed round on `slot` (valid until the slot's next
+  // round begins).
+  virtual std::span<const std::byte> received(int slot, int src) const = 0;
+
+  // Marks this rank failed: every rank waiting on it raises Error(kTimeout) with `reason`.
+  virtual void abort(std::string_view reason) = 0;
+
+  // All-gather over kControlSlot: out[r * mine.size() ...] = rank r's `mine` (same size on every
+  // rank, at most options().control_bytes).
+  void all_gather(std::span<const std::byte> mine, std::span<std::byte> out);
+  void barrier();
+};
+
+}  // namespace cachalot::ep

@@ -1,0 +1,51 @@
+// The one waiting loop of the transports: poll a condition, spinning first (a message usually
+// lands within microseconds), then yielding (ranks often outnumber cores), then sleeping in
+// short steps; every few milliseconds run a health check that throws to end the wait, and give
+// up with Error(kTimeout) after the deadline.
+#pragma once
+
+#include <sched.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "core/error.h"
+
+namespace cachalot::ep {
+
+inline void cpu_relax() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// ready() -> bool; check() throws Error to stop waiting; describe() -> what was awaited.
+template <typename Ready, typename Check, typename Describe>
+void wait_until(Ready&& ready, Check&& check, std::chrono::milliseconds timeout, Describe&& describe) {
+  for (int i = 0; i < 256; ++i) {
+    if (ready()) return;
+    cpu_relax();
+  }
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now(), deadline = start + timeout;
+  Clock::time_point next_check = start;
+  for (int round = 0;; ++round) {
+    if (ready()) return;
+    const Clock::time_point now = Clock::now();
+    if (now >= next_check) {
+      check();
+      next_check = now + std::chrono::milliseconds(5);
+    }
+    if (now >= deadline) {
+      if (ready()) return;
+      raise(ErrorKind::kTimeout, "ep: timed out after {} ms waiting for {}", timeout.count(), std::string(describe()));
+    }
+    if (now - start < std::chrono::milliseconds(2))
+      sched_yield();
+    else
+      std::this_thread::sleep_for(std::chrono::microseconds(round < 4096 ? 20 : 200));
+  }
+}
+
+}  // namespace cachalot::ep

@@ -1,0 +1,168 @@
+// Dispatch/combine over the `local` (threads) and `shm` (processes) transports, 1-8 ranks, and
+// what happens when a rank fails, dies or never answers. The mpi transport runs the same checks
+// under mpirun (ep_mpi_test.cc).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "core/error.h"
+#include "ep/buffer.h"
+#include "ep/launch.h"
+#include "ep/shared_memory_transport.h"
+#include "tests/ep/ep_checks.h"
+
+namespace cachalot::ep {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+TransportOptions small_options() {
+  TransportOptions o;
+  o.slot_bytes = size_t{4} << 20;
+  o.timeout = std::chrono::seconds(60);
+  return o;
+}
+
+void expect_all_exited_zero(const std::vector<int>& status) {
+  for (size_t r = 0; r < status.size(); ++r) EXPECT_EQ(describe_exit_status(status[r]), "exited 0") << "rank " << r;
+}
+
+class LocalRanks : public ::testing::TestWithParam<int> {};
+TEST_P(LocalRanks, DispatchCombineAllCases) { run_local_ranks(GetParam(), small_options(), checks::all_cases); }
+INSTANTIATE_TEST_SUITE_P(Ranks, LocalRanks, ::testing::Values(1, 2, 4, 8));
+
+class ShmRanks : public ::testing::TestWithParam<int> {};
+TEST_P(ShmRanks, DispatchCombineAllCases) { expect_all_exited_zero(run_shm_ranks(GetParam(), small_options(), checks::all_cases)); }
+INSTANTIATE_TEST_SUITE_P(Ranks, ShmRanks, ::testing::Values(2, 4, 8));
+
+TEST(EpOverflow, FailsOnEveryRankAndTheGroupRecoversLocal) {
+  TransportOptions o = small_options();
+  o.slot_bytes = 256 << 10;
+  run_local_ranks(4, o, checks::overflow_then_recover);
+}
+
+TEST(EpOverflow, FailsOnEveryRankAndTheGroupRecoversShm) {
+  TransportOptions o = small_options();
+  o.slot_bytes = 256 << 10;
+  expect_all_exited_zero(run_shm_ranks(4, o, checks::overflow_then_recover));
+}
+
+TEST(EpFailure, AThrowingRankStopsTheOthersWithItsReason) {
+  const Clock::time_point start = Clock::now();
+  try {
+    run_local_ranks(4, small_options(), [](Transport& t) {
+      if (t.rank() == 1) throw Error(ErrorKind::kInvalidArgument, "rank one broke");
+      checks::all_cases(t);
+    });
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+    EXPECT_STREQ(e.what(), "rank one broke");
+  }
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(10));  // not the 60 s timeout
+}
+
+TEST(EpFailure, ThePeersOfAFailedRankSayWhichRankFailed) {
+  std::vector<std::string> seen(4);
+  try {
+    run_local_ranks(4, small_options(), [&](Transport& t) {
+      if (t.rank() == 2) throw Error(ErrorKind::kInternal, "disk on fire");
+      try {
+        checks::all_cases(t);
+      } catch (const Error& e) {
+        seen[t.rank()] = e.what();
+      }
+    });
+  } catch (const Error&) {
+  }
+  for (const int r : {0, 1, 3}) EXPECT_NE(seen[r].find("rank 2 failed (disk on fire)"), std::string::npos) << seen[r];
+}
+
+TEST(EpFailure, ASilentRankTimesOut) {
+  TransportOptions o = small_options();
+  o.timeout = std::chrono::milliseconds(300);
+  const Clock::time_point start = Clock::now();
+  try {
+    run_local_ranks(3, o, [](Transport& t) {
+      if (t.rank() != 2) t.barrier();  // rank 2 never joins
+    });
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kTimeout);
+    EXPECT_NE(std::string(e.what()).find("timed out after 300 ms"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(10));
+}
+
+TEST(EpFailure, AProcessThatDiesMidStepEndsTheStepOnTheOthers) {
+  TransportOptions o = small_options();
+  o.timeout = std::chrono::seconds(60);
+  const Clock::time_point start = Clock::now();
+  const std::vector<int> status = run_shm_ranks(4, o, [](Transport& t) {
+    if (t.rank() == 2) _exit(3);  // dies without a word, as a crash would
+    try {
+      checks::all_cases(t);
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      if (e.kind() == ErrorKind::kTimeout &&
+          (what.find("rank 2 (pid") != std::string::npos || what.find("failed (rank") != std::string::npos))
+        return;  // the expected failure: exit 0
+      throw;
+    }
+    throw Error(ErrorKind::kInternal, "the step went through without rank 2");
+  });
+  EXPECT_EQ(describe_exit_status(status[2]), "exited 3");
+  for (const int r : {0, 1, 3}) EXPECT_EQ(describe_exit_status(status[r]), "exited 0") << "rank " << r;
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(20));  // well before the 60 s timeout
+}
+
+TEST(EpShm, MismatchedSizesAndBadNamesAreRefused) {
+  const std::string name = unique_shm_name();
+  TransportOptions a = small_options(), b = small_options();
+  a.timeout = b.timeout = std::chrono::milliseconds(1000);
+  b.slot_bytes = a.slot_bytes * 2;
+  std::string first_error;
+  std::thread first([&] {
+    try {
+      open_shm_transport(name, 0, 2, a);
+    } catch (const Error& e) {
+      first_error = e.what();  // the second rank never joins: timeout
+    }
+  });
+  try {
+    open_shm_transport(name, 1, 2, b);
+    ADD_FAILURE() << "mismatched sizes accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("was made for 2 ranks"), std::string::npos) << e.what();
+  }
+  first.join();
+  EXPECT_NE(first_error.find("all 2 ranks to join"), std::string::npos) << first_error;
+  EXPECT_THROW(open_shm_transport("no-slash", 0, 1, a), Error);
+  EXPECT_THROW(open_shm_transport(name, 0, kMaxRanks + 1, a), Error);
+}
+
+TEST(EpBuffer, BadArgumentsAreErrors) {
+  run_local_ranks(2, small_options(), [](Transport& t) {
+    Buffer b(t);
+    Tensor x = Tensor::zeros(DType::kF32, {4, 64});
+    Tensor topk = Tensor::zeros(DType::kI32, {4, 2});
+    topk.mutable_data<int32_t>()[1] = 9;  // only 4 experts
+    EXPECT_THROW(b.get_dispatch_layout(topk, 4), Error);
+    EXPECT_THROW(b.get_dispatch_layout(Tensor::zeros(DType::kI32, {4, 2}), 3), Error);  // 3 experts over 2 ranks
+    Tensor ok = Tensor::zeros(DType::kI32, {4, 2});
+    ok.mutable_data<int32_t>()[1] = 1;
+    const DispatchLayout layout = b.get_dispatch_layout(ok, 4);
+    EXPECT_THROW(b.dispatch(x, Tensor(), ok, Tensor::zeros(DType::kF32, {3, 2}), layout), Error);
+    EXPECT_THROW(b.dispatch(Tensor::zeros(DType::kF8E4M3, {4, 64}), Tensor(), ok, Tensor::zeros(DType::kF32, {4, 2}), layout),
+                 Error);  // FP8 without scales
+    EXPECT_THROW(b.low_latency_dispatch(x, ok, 2, 4, false), Error);  // 4 tokens over a cap of 2
+    Tensor twice = Tensor::zeros(DType::kI32, {4, 2});               // expert 0 twice per token
+    EXPECT_THROW(b.low_latency_dispatch(x, twice, 4, 4, false), Error);
+  });
+}
+
+}  // namespace
+}  // namespace cachalot::ep
