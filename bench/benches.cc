@@ -18,6 +18,8 @@ const std::vector<Bench>& all_benches() {
        run_tokenizer},
       {"serve", "the HTTP server under Poisson load (random mini): tokens/s, TTFT, TPOT, cache hits vs raw model",
        run_serve},
+      {"ep", "expert-parallel dispatch/combine over shm ranks (V3 shapes): GB/s and latency vs memcpy and MPI_Alltoallv",
+       run_ep},
   };
   return benches;
 }

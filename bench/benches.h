@@ -13,6 +13,7 @@ struct Options {
   bool quick = false;      // fewer repeats and sizes: a smoke run for demos and tests
   std::string model_dir;   // `bench model`: the checkpoint (default: a random one, written once)
   std::string url;         // `bench serve`: a running server to load instead of starting one
+  bool mpi_peer = false;   // `bench ep` under mpirun: run only the MPI_Alltoallv peer (internal)
 };
 
 struct Bench {
@@ -30,5 +31,6 @@ void run_mla(const Options& options, Reporter& reporter);
 void run_model(const Options& options, Reporter& reporter);
 void run_tokenizer(const Options& options, Reporter& reporter);
 void run_serve(const Options& options, Reporter& reporter);
+void run_ep(const Options& options, Reporter& reporter);
 
 }  // namespace cachalot::bench

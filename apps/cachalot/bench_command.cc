@@ -26,6 +26,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--url", args->options.url,
                   "bench serve: load the server running at http://HOST:PORT instead of starting one "
                   "(with --model DIR, the checkpoint it runs, for the raw-model peers)");
+  // Internal: `bench ep` starts itself under mpirun with this to measure its MPI peer.
+  cmd->add_flag("--mpi-peer", args->options.mpi_peer)->group("");
   cmd->callback([args] {
     const std::string& what = args->what;
     bench::Reporter reporter(args->json);

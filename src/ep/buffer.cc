@@ -135,9 +135,9 @@ enum DispatchSection { kSrcIndex, kTopkIdx, kTopkWeights, kScales, kRows };
 
 }  // namespace
 
-DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& x_scales, const Tensor& topk_idx, const Tensor& topk_weights,
-                                const DispatchLayout& layout) {
-  trace::Span span("ep_dispatch", "ep");
+PendingNormalDispatch Buffer::dispatch_async(const Tensor& x, const Tensor& x_scales, const Tensor& topk_idx,
+                                             const Tensor& topk_weights, const DispatchLayout& layout) {
+  trace::Span span("ep_dispatch_send", "ep");
   const int world = world_size();
   CACHALOT_CHECK_ARG(x.dim() == 2 && x.is_contiguous(), "ep dispatch: x must be contiguous [tokens, hidden], got {}",
                      x.description());
@@ -163,9 +163,17 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& x_scales, const T
   // One message per destination: the tokens it holds an expert of, ascending.
   std::vector<size_t> sizes(static_cast<size_t>(world));
   for (int d = 0; d < world; ++d) sizes[d] = dispatch_sections(layout.tokens_per_rank[d], k, kb, row_bytes).total();
-  const int slot = next_slot();
+  PendingNormalDispatch p;
+  p.buffer_ = this;
+  p.slot_ = next_slot();
+  p.dtype_ = x.dtype();
+  p.hidden_ = hidden;
+  p.k_ = k;
+  p.experts_per_rank_ = per;
+  p.handle_.num_tokens = tokens;
+  p.handle_.is_token_in_rank = layout.is_token_in_rank;
   const auto* bytes = static_cast<const std::byte*>(x.raw_data());
-  detail::send_messages(*transport_, slot, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
+  detail::send_messages(*transport_, p.slot_, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
     const int64_t rows = layout.tokens_per_rank[dst];
     const MessageLayout s = dispatch_sections(rows, k, kb, row_bytes);
     write_header(m, {MessageStatus::kOk, static_cast<uint32_t>(rows), 0, 0});
@@ -189,29 +197,37 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& x_scales, const T
     }
     CACHALOT_ASSERT(i == rows);
   });
-  post_regions(slot);
-  {
-    trace::Span wait_span("ep_dispatch_wait", "ep");
-    transport_->wait(slot);
-  }
-  check_overflow(slot, "dispatch");
+  post_regions(p.slot_);
+  return p;
+}
 
+DispatchResult PendingNormalDispatch::receive() {
+  CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a dispatch that was not posted or was received already");
+  trace::Span span("ep_dispatch_recv", "ep");
+  Buffer& b = *buffer_;
+  buffer_ = nullptr;
+  Transport& t = b.transport();
+  const int world = t.world_size();
+  t.wait(slot_);
+  b.check_overflow(slot_, "dispatch");
+  const bool fp8 = dtype_ == DType::kF8E4M3;
+  const int64_t hidden = hidden_, k = k_, kb = fp8 ? (hidden + 127) / 128 : 0;
+  const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(dtype_);
   DispatchResult r;
-  r.handle.slot_hint = slot;
-  r.handle.num_tokens = tokens;
-  r.handle.is_token_in_rank = layout.is_token_in_rank;
+  r.handle = std::move(handle_);
+  r.handle.slot_hint = slot_;
   r.handle.recv_begin.assign(static_cast<size_t>(world) + 1, 0);
   for (int src = 0; src < world; ++src)
-    r.handle.recv_begin[src + 1] = r.handle.recv_begin[src] + read_header(transport_->received(slot, src)).rows;
+    r.handle.recv_begin[src + 1] = r.handle.recv_begin[src] + read_header(t.received(slot_, src)).rows;
   const int64_t n = r.handle.recv_begin.back();
-  r.x = Tensor::empty(x.dtype(), {n, hidden});
+  r.x = Tensor::empty(dtype_, {n, hidden});
   r.scales = fp8 ? Tensor::empty(DType::kF32, {n, kb}) : Tensor();
   r.topk_idx = Tensor::empty(DType::kI32, {n, k});
   r.topk_weights = Tensor::empty(DType::kF32, {n, k});
   r.src_index = Tensor::empty(DType::kI32, {n});
   // A source's rows are contiguous in the output: one copy per section.
   for (int src = 0; src < world; ++src) {
-    const std::span<const std::byte> m = transport_->received(slot, src);
+    const std::span<const std::byte> m = t.received(slot_, src);
     const int64_t begin = r.handle.recv_begin[src], rows = r.handle.recv_begin[src + 1] - begin;
     if (rows == 0) continue;
     const MessageLayout s = dispatch_sections(rows, k, kb, row_bytes);
@@ -222,14 +238,14 @@ DispatchResult Buffer::dispatch(const Tensor& x, const Tensor& x_scales, const T
     std::memcpy(static_cast<std::byte*>(r.x.mutable_raw_data()) + static_cast<size_t>(begin) * row_bytes,
                 s.section<std::byte>(m, kRows), static_cast<size_t>(rows) * row_bytes);
   }
-  r.tokens_per_local_expert.assign(static_cast<size_t>(per), 0);
+  r.tokens_per_local_expert.assign(static_cast<size_t>(experts_per_rank_), 0);
   for (int64_t i = 0; i < n * k; ++i)
     if (const int32_t e = r.topk_idx.data<int32_t>()[i]; e >= 0) ++r.tokens_per_local_expert[e];
   return r;
 }
 
-Tensor Buffer::combine(const Tensor& expert_out, const DispatchHandle& handle) {
-  trace::Span span("ep_combine", "ep");
+PendingNormalCombine Buffer::combine_async(const Tensor& expert_out, const DispatchHandle& handle) {
+  trace::Span span("ep_combine_send", "ep");
   const int world = world_size();
   CACHALOT_CHECK_ARG(handle.recv_begin.size() == static_cast<size_t>(world) + 1, "ep combine: the handle is not from this group");
   const int64_t n = handle.recv_begin.back();
@@ -237,43 +253,51 @@ Tensor Buffer::combine(const Tensor& expert_out, const DispatchHandle& handle) {
                          (expert_out.dtype() == DType::kF32 || expert_out.dtype() == DType::kBF16),
                      "ep combine: expert_out must be contiguous F32 or BF16 [{}, hidden] (one row per received token), got {}",
                      n, expert_out.description());
-  const int64_t hidden = expert_out.size(1), tokens = handle.num_tokens;
+  const int64_t hidden = expert_out.size(1);
   const size_t row_bytes = static_cast<size_t>(hidden) * expert_out.element_size();
   std::vector<size_t> sizes(static_cast<size_t>(world));
   for (int d = 0; d < world; ++d)
     sizes[d] = MessageLayout{static_cast<size_t>(handle.recv_begin[d + 1] - handle.recv_begin[d]) * row_bytes}.total();
-  const int slot = next_slot();
+  PendingNormalCombine p;
+  p.buffer_ = this;
+  p.slot_ = next_slot();
+  p.dtype_ = expert_out.dtype();
+  p.hidden_ = hidden;
+  p.handle_ = handle;
   const auto* bytes = static_cast<const std::byte*>(expert_out.raw_data());
-  detail::send_messages(*transport_, slot, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
+  detail::send_messages(*transport_, p.slot_, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
     const int64_t begin = handle.recv_begin[dst], rows = handle.recv_begin[dst + 1] - begin;
     write_header(m, {MessageStatus::kOk, static_cast<uint32_t>(rows), 0, 0});
     std::memcpy(m.data() + sizeof(MessageHeader), bytes + static_cast<size_t>(begin) * row_bytes,
                 static_cast<size_t>(rows) * row_bytes);
   });
-  post_regions(slot);
-  {
-    trace::Span wait_span("ep_combine_wait", "ep");
-    transport_->wait(slot);
-  }
-  check_overflow(slot, "combine");
+  post_regions(p.slot_);
+  return p;
+}
 
+Tensor PendingNormalCombine::receive() {
+  CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a combine that was not posted or was received already");
+  trace::Span span("ep_combine_recv", "ep");
+  Buffer& b = *buffer_;
+  buffer_ = nullptr;
+  Transport& t = b.transport();
+  const int world = t.world_size();
+  t.wait(slot_);
+  b.check_overflow(slot_, "combine");
   // Sum in rank order: token t's rows come from the ranks that hold it, in ascending order.
+  const int64_t tokens = handle_.num_tokens, hidden = hidden_;
   Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
   std::vector<float> row(static_cast<size_t>(hidden));
   for (int src = 0; src < world; ++src) {
-    const std::span<const std::byte> m = transport_->received(slot, src);
+    const std::span<const std::byte> m = t.received(slot_, src);
     const MessageHeader h = read_header(m);
-    const auto* data = m.data() + sizeof(MessageHeader);
+    const Tensor rows = Tensor::view(m.data() + sizeof(MessageHeader), dtype_, {static_cast<int64_t>(h.rows), hidden}, nullptr);
     int64_t i = 0;
-    for (int64_t t = 0; t < tokens; ++t) {
-      if (!handle.is_token_in_rank[t * world + src]) continue;
+    for (int64_t tok = 0; tok < tokens; ++tok) {
+      if (!handle_.is_token_in_rank[tok * world + src]) continue;
       CACHALOT_CHECK_ARG(i < h.rows, "ep combine: rank {} returned {} rows, fewer than it received", src, h.rows);
-      const std::byte* p = data + static_cast<size_t>(i++) * row_bytes;
-      if (expert_out.dtype() == DType::kBF16)
-        convert(reinterpret_cast<const bf16*>(p), row.data(), static_cast<size_t>(hidden));
-      else
-        std::memcpy(row.data(), p, row_bytes);
-      float* out = y.mutable_data<float>() + t * hidden;
+      detail::copy_row_as_f32(rows, i++, row.data());
+      float* out = y.mutable_data<float>() + tok * hidden;
       for (int64_t j = 0; j < hidden; ++j) out[j] += row[j];
     }
     CACHALOT_CHECK_ARG(i == h.rows, "ep combine: rank {} returned {} rows for {} tokens", src, h.rows, i);

@@ -79,6 +79,34 @@ struct LowLatencyRecv {
 
 class Buffer;
 
+// A normal-mode dispatch or combine whose sends are out; receive() waits for the messages to
+// this rank and lays them out (Buffer::dispatch == dispatch_async(...).receive()).
+class PendingNormalDispatch {
+ public:
+  DispatchResult receive();
+
+ private:
+  friend class Buffer;
+  Buffer* buffer_ = nullptr;
+  int slot_ = -1;
+  DType dtype_ = DType::kF32;
+  int64_t hidden_ = 0, k_ = 0, experts_per_rank_ = 0;
+  DispatchHandle handle_;
+};
+
+class PendingNormalCombine {
+ public:
+  Tensor receive();
+
+ private:
+  friend class Buffer;
+  Buffer* buffer_ = nullptr;
+  int slot_ = -1;
+  DType dtype_ = DType::kF32;
+  int64_t hidden_ = 0;
+  DispatchHandle handle_;
+};
+
 // A low-latency dispatch whose sends are out; receive() (the hook) waits and lays out.
 class PendingDispatch {
  public:
@@ -119,9 +147,14 @@ class Buffer {
   DispatchLayout get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts) const;
   // x F32/BF16 [T, H], or F8_E4M3 with x_scales F32 [T, ceil(H/128)]; topk_weights F32 [T, K].
   DispatchResult dispatch(const Tensor& x, const Tensor& x_scales, const Tensor& topk_idx, const Tensor& topk_weights,
-                          const DispatchLayout& layout);
+                          const DispatchLayout& layout) {
+    return dispatch_async(x, x_scales, topk_idx, topk_weights, layout).receive();
+  }
+  PendingNormalDispatch dispatch_async(const Tensor& x, const Tensor& x_scales, const Tensor& topk_idx,
+                                       const Tensor& topk_weights, const DispatchLayout& layout);
   // expert_out F32 or BF16 [recv, H] -> F32 [T, H].
-  Tensor combine(const Tensor& expert_out, const DispatchHandle& handle);
+  Tensor combine(const Tensor& expert_out, const DispatchHandle& handle) { return combine_async(expert_out, handle).receive(); }
+  PendingNormalCombine combine_async(const Tensor& expert_out, const DispatchHandle& handle);
 
   // x F32/BF16 [T <= max_tokens, H]; use_fp8 quantizes per 1x128 (else the dtype of x is sent).
   PendingDispatch low_latency_dispatch(const Tensor& x, const Tensor& topk_idx, int64_t max_tokens, int64_t num_experts,
@@ -137,6 +170,8 @@ class Buffer {
   static size_t low_latency_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t k, int64_t local_experts);
 
  private:
+  friend class PendingNormalDispatch;
+  friend class PendingNormalCombine;
   friend class PendingDispatch;
   friend class PendingCombine;
 

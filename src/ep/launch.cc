@@ -10,28 +10,69 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/trace.h"
 #include "ep/shared_memory_transport.h"
 
 namespace cachalot::ep {
 
+LocalRanks::LocalRanks(int world, const TransportOptions& options, std::string thread_name)
+    : transports_(make_local_group(world, options)), errors_(static_cast<size_t>(world)) {
+  for (int r = 0; r < world; ++r) threads_.emplace_back(&LocalRanks::thread_main, this, r, thread_name);
+}
+
+LocalRanks::~LocalRanks() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  start_.notify_all();
+  for (std::thread& t : threads_) t.join();
+}
+
+void LocalRanks::run(const std::function<void(Transport&)>& job) {
+  std::unique_lock lock(mutex_);
+  job_ = &job;
+  running_ = world_size();
+  first_failure_.store(-1);
+  std::fill(errors_.begin(), errors_.end(), nullptr);
+  ++generation_;
+  start_.notify_all();
+  done_.wait(lock, [&] { return running_ == 0; });
+  job_ = nullptr;
+  if (const int failed = first_failure_.load(); failed >= 0) std::rethrow_exception(errors_[failed]);
+}
+
+void LocalRanks::thread_main(int rank, std::string name) {
+  trace::set_thread_name(fmt::format("{} {}", name, rank));
+  uint64_t seen = 0;
+  for (;;) {
+    const std::function<void(Transport&)>* job = nullptr;
+    {
+      std::unique_lock lock(mutex_);
+      start_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      job = job_;
+    }
+    std::exception_ptr error;
+    try {
+      (*job)(*transports_[rank]);
+    } catch (const std::exception& e) {
+      error = std::current_exception();
+      // Claimed before abort(): the peers fail only after it, so the root cause wins.
+      int none = -1;
+      first_failure_.compare_exchange_strong(none, rank);
+      transports_[rank]->abort(e.what());
+    }
+    std::lock_guard lock(mutex_);
+    if (error) errors_[rank] = error;
+    if (--running_ == 0) done_.notify_all();
+  }
+}
+
 void run_local_ranks(int world, const TransportOptions& options, const std::function<void(Transport&)>& body) {
-  std::vector<std::unique_ptr<Transport>> group = make_local_group(world, options);
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
-  std::atomic<int> first_failure{-1};
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        body(*group[r]);
-      } catch (const std::exception& e) {
-        errors[r] = std::current_exception();
-        int none = -1;
-        first_failure.compare_exchange_strong(none, r);
-        group[r]->abort(e.what());
-      }
-    });
-  for (std::thread& t : threads) t.join();
-  if (first_failure.load() >= 0) std::rethrow_exception(errors[first_failure.load()]);
+  LocalRanks ranks(world, options);
+  ranks.run(body);
 }
 
 std::vector<int> run_shm_ranks(int world, const TransportOptions& options, const std::function<void(Transport&)>& body) {

@@ -3,13 +3,48 @@
 // each process opens the `mpi` transport itself.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
+#include <exception>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ep/transport.h"
 
 namespace cachalot::ep {
+
+// A group of `world` ranks as persistent threads over one `local` transport group: run() hands
+// every rank the same job and returns when all have finished. A rank that throws aborts the
+// group (the others fail their next wait instead of hanging) and run() rethrows the first
+// failing rank's exception; the group cannot run collectives after that.
+class LocalRanks {
+ public:
+  LocalRanks(int world, const TransportOptions& options, std::string thread_name = "ep rank");
+  ~LocalRanks();
+  LocalRanks(const LocalRanks&) = delete;
+  LocalRanks& operator=(const LocalRanks&) = delete;
+
+  int world_size() const { return static_cast<int>(transports_.size()); }
+  void run(const std::function<void(Transport&)>& job);
+
+ private:
+  void thread_main(int rank, std::string name);
+
+  std::vector<std::unique_ptr<Transport>> transports_;
+  std::vector<std::thread> threads_;
+  std::mutex mutex_;
+  std::condition_variable start_, done_;
+  const std::function<void(Transport&)>* job_ = nullptr;
+  uint64_t generation_ = 0;
+  int running_ = 0;
+  bool stop_ = false;
+  std::vector<std::exception_ptr> errors_;
+  std::atomic<int> first_failure_{-1};
+};
 
 // Runs body(transport) on `world` threads, one per rank. A rank that throws aborts the group
 // (the others fail their next wait instead of hanging); after every thread has ended, the first

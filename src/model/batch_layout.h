@@ -23,4 +23,8 @@ struct BatchLayout {
   int64_t slot_of(int64_t r) const { return row_pos[r] % 64; }
 };
 
+struct SequenceStep;
+// The layout of a batch; checks each step (new tokens, start, enough blocks, context length).
+BatchLayout make_layout(std::span<const SequenceStep> steps, int64_t max_positions);
+
 }  // namespace cachalot::model

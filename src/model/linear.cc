@@ -20,6 +20,9 @@ Linear::Linear(std::string name, Tensor weight, Tensor scale_inv)
 }
 
 void Linear::prepare(Precision precision, bool keep_fp32_output) {
+  // Expert-parallel ranks share the router and shared experts: pack them once.
+  if (prepared_ && precision_ == precision && keep_fp32_output_ == keep_fp32_output) return;
+  prepared_ = true;
   precision_ = precision;
   keep_fp32_output_ = keep_fp32_output;
   if (precision != Precision::kFast) return;

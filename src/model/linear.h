@@ -46,6 +46,7 @@ class Linear {
   std::string name_;
   Tensor weight_, scale_inv_;
   Precision precision_ = Precision::kExact;
+  bool prepared_ = false;
   bool keep_fp32_output_ = false;
   gemm::PackedWeights packed_;
 };

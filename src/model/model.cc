@@ -6,10 +6,9 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/trace.h"
+#include "model/expert_parallel.h"
 
 namespace cachalot::model {
-namespace {
-
 BatchLayout make_layout(std::span<const SequenceStep> steps, int64_t max_positions) {
   BatchLayout l;
   l.seq_begin.push_back(0);
@@ -36,8 +35,6 @@ BatchLayout make_layout(std::span<const SequenceStep> steps, int64_t max_positio
   return l;
 }
 
-}  // namespace
-
 Model::Model(ModelConfig config, ModelOptions options, Checkpoint checkpoint)
     : config_(std::move(config)), options_(options), checkpoint_(std::move(checkpoint)) {
   weights_ = bind_weights(checkpoint_, config_);
@@ -48,12 +45,49 @@ Model::Model(ModelConfig config, ModelOptions options, Checkpoint checkpoint)
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
     LayerWeights& layer = weights_.layers[l];
     attention_.emplace_back(config_, layer.attn, p);
-    if (layer.is_moe)
-      moe_[l] = MoeLayer(config_, layer.moe, p);
-    else
+    if (!layer.is_moe)
       prepare_mlp(layer.mlp, p);
+    else if (options_.ep_ranks <= 1)
+      moe_[l] = MoeLayer(config_, layer.moe, p);
   }
   weights_.lm_head.prepare(p, /*keep_fp32_output=*/true);
+  if (options_.ep_ranks > 1) ep_ = std::make_unique<ExpertParallelRunner>(*this);
+}
+
+Model::~Model() = default;
+
+Tensor Model::embed(std::span<const SequenceStep> steps, int64_t rows) const {
+  const int64_t hidden = config_.hidden_size;
+  Tensor h = Tensor::empty(DType::kF32, {rows, hidden});
+  int64_t r = 0;
+  for (const SequenceStep& st : steps)
+    for (const int32_t token : st.tokens) {
+      CACHALOT_CHECK_ARG(token >= 0 && token < config_.vocab_size, "forward: token id {} is outside the vocabulary of {}",
+                         token, config_.vocab_size);
+      float* dst = h.mutable_data<float>() + r++ * hidden;
+      if (weights_.embed.dtype() == DType::kBF16)
+        convert(weights_.embed.data<bf16>() + token * hidden, dst, static_cast<size_t>(hidden));
+      else
+        std::copy_n(weights_.embed.data<float>() + token * hidden, hidden, dst);
+    }
+  round_activations(options_.precision, h);
+  return h;
+}
+
+void Model::add_residual(Tensor& h, const Tensor& delta) const {
+  float* hp = h.mutable_data<float>();
+  for (int64_t i = 0; i < h.numel(); ++i) hp[i] += delta.data<float>()[i];
+  round_activations(options_.precision, h);
+}
+
+Tensor Model::logits_of(const Tensor& h, const std::vector<int64_t>& picked) const {
+  const int64_t hidden = config_.hidden_size;
+  Tensor last = Tensor::empty(DType::kF32, {static_cast<int64_t>(picked.size()), hidden});
+  for (size_t i = 0; i < picked.size(); ++i)
+    rms_norm(h.data<float>() + picked[i] * hidden, weights_.final_norm.data<float>(), 1, hidden, config_.rms_norm_eps,
+             last.mutable_data<float>() + static_cast<int64_t>(i) * hidden);
+  round_activations(options_.precision, last);
+  return weights_.lm_head.forward(last);
 }
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const ModelOptions& options) {
@@ -94,49 +128,29 @@ ForwardOutput Model::forward(std::span<const SequenceStep> steps, KvCache& cache
   const Precision p = options_.precision;
   const int64_t rows = layout.rows(), hidden = config_.hidden_size;
 
-  // Embedding.
-  Tensor h = Tensor::empty(DType::kF32, {rows, hidden});
-  {
-    int64_t r = 0;
-    for (const SequenceStep& st : steps)
-      for (const int32_t token : st.tokens) {
-        CACHALOT_CHECK_ARG(token >= 0 && token < config_.vocab_size, "forward: token id {} is outside the vocabulary of {}",
-                           token, config_.vocab_size);
-        float* dst = h.mutable_data<float>() + r++ * hidden;
-        if (weights_.embed.dtype() == DType::kBF16)
-          convert(weights_.embed.data<bf16>() + token * hidden, dst, static_cast<size_t>(hidden));
-        else
-          std::copy_n(weights_.embed.data<float>() + token * hidden, hidden, dst);
-      }
-    round_activations(p, h);
-  }
-
+  if (ep_) return ep_->forward(steps, layout, cache, options);
+  Tensor h = embed(steps, rows);
   ForwardOutput out;
   Tensor x = Tensor::empty(DType::kF32, {rows, hidden});
-  auto add_residual = [&](const Tensor& delta) {
-    float* hp = h.mutable_data<float>();
-    for (int64_t i = 0; i < rows * hidden; ++i) hp[i] += delta.data<float>()[i];
-    round_activations(p, h);
-  };
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     trace::Span layer_span("layer", "model");
     layer_span.arg("layer", l);
     const LayerWeights& layer = weights_.layers[l];
     rms_norm(h.data<float>(), layer.attn_norm.data<float>(), rows, hidden, config_.rms_norm_eps, x.mutable_data<float>());
     round_activations(p, x);
-    add_residual(attention_[l].forward(x, layout, cache.layers[l]));
+    add_residual(h, attention_[l].forward(x, layout, cache.layers[l]));
     rms_norm(h.data<float>(), layer.ffn_norm.data<float>(), rows, hidden, config_.rms_norm_eps, x.mutable_data<float>());
     round_activations(p, x);
     if (layer.is_moe) {
       Routing routing;
-      add_residual(moe_[l].forward(x, options.record_routing ? &routing : nullptr));
+      add_residual(h, moe_[l].forward(x, options.record_routing ? &routing : nullptr));
       if (options.record_routing) {
         auto& per_token = out.routing.emplace_back();
         for (int64_t r = 0; r < rows; ++r)
           per_token.emplace_back(routing.experts.begin() + r * routing.k, routing.experts.begin() + (r + 1) * routing.k);
       }
     } else {
-      add_residual(mlp_forward(layer.mlp, x, p));
+      add_residual(h, mlp_forward(layer.mlp, x, p));
     }
   }
 
@@ -147,12 +161,7 @@ ForwardOutput Model::forward(std::span<const SequenceStep> steps, KvCache& cache
   } else {
     for (int64_t s = 0; s < layout.sequences(); ++s) picked.push_back(layout.seq_begin[s + 1] - 1);
   }
-  Tensor last = Tensor::empty(DType::kF32, {static_cast<int64_t>(picked.size()), hidden});
-  for (size_t i = 0; i < picked.size(); ++i)
-    rms_norm(h.data<float>() + picked[i] * hidden, weights_.final_norm.data<float>(), 1, hidden, config_.rms_norm_eps,
-             last.mutable_data<float>() + static_cast<int64_t>(i) * hidden);
-  round_activations(p, last);
-  out.logits = weights_.lm_head.forward(last);
+  out.logits = logits_of(h, picked);
   return out;
 }
 

@@ -30,6 +30,14 @@ struct ModelOptions {
   Precision precision = Precision::kFast;
   // The cache format in fast mode (exact mode always keeps FP32).
   mla::KvFormat kv_format = mla::KvFormat::kBf16;
+  // Expert parallelism (1 = off): ep_ranks ranks, threads of this process over the `local`
+  // transport. Attention is data-parallel (each rank runs a share of the batch's sequences,
+  // balanced by tokens), each rank holds n_routed_experts / ep_ranks routed experts and the
+  // shared experts, and MoE layers dispatch/combine the rows through ep::Buffer (FP8 rows in
+  // fast mode, F32 in exact mode). See expert_parallel.h.
+  int ep_ranks = 1;
+  // Two micro-batches per rank, so one's dispatch/combine is in flight while the other computes.
+  bool ep_overlap = true;
 };
 
 // The model's KV cache: one paged cache per layer, all addressed by the same block ids.
@@ -56,6 +64,8 @@ struct ForwardOutput {
   std::vector<std::vector<std::vector<int32_t>>> routing;
 };
 
+class ExpertParallelRunner;
+
 class Model {
  public:
   // Reads config.json, opens the checkpoint (mmap), binds and checks every tensor, and in fast
@@ -71,15 +81,25 @@ class Model {
 
   ForwardOutput forward(std::span<const SequenceStep> steps, KvCache& cache, const ForwardOptions& options = {}) const;
 
+  ~Model();
+
  private:
+  friend class ExpertParallelRunner;
   Model(ModelConfig config, ModelOptions options, Checkpoint checkpoint);
+
+  // The pieces both forward paths share.
+  Tensor embed(std::span<const SequenceStep> steps, int64_t rows) const;       // F32 [rows, hidden]
+  void add_residual(Tensor& h, const Tensor& delta) const;
+  // Final norm + lm_head on rows `picked` of h.
+  Tensor logits_of(const Tensor& h, const std::vector<int64_t>& picked) const;
 
   ModelConfig config_;
   ModelOptions options_;
   Checkpoint checkpoint_;  // owns the mappings the weights view
   ModelWeights weights_;
   std::vector<Attention> attention_;    // one per layer
-  std::vector<MoeLayer> moe_;           // one per layer (unused for dense layers)
+  std::vector<MoeLayer> moe_;           // one per layer (unused for dense layers and with EP)
+  std::unique_ptr<ExpertParallelRunner> ep_;  // ep_ranks > 1
 };
 
 }  // namespace cachalot::model

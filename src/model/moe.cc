@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <span>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -52,16 +53,22 @@ Tensor mlp_forward(const MlpWeights& w, const Tensor& x, Precision precision) {
   return w.down.forward(g);
 }
 
-MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision precision)
-    : config_(&config), w_(&weights), precision_(precision) {
+MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision precision, ExpertSlice slice)
+    : config_(&config), w_(&weights), precision_(precision), slice_(slice) {
+  const int64_t experts = static_cast<int64_t>(w_->experts.size());
+  if (slice_.count < 0) slice_ = {0, experts};
+  CACHALOT_CHECK_ARG(slice_.first >= 0 && slice_.first + slice_.count <= experts,
+                     "moe: expert slice [{}, {}) outside the layer's {} experts", slice_.first, slice_.first + slice_.count,
+                     experts);
   w_->router.prepare(precision, /*keep_fp32_output=*/true);
   if (w_->has_shared) prepare_mlp(w_->shared, precision);
+  const auto held = std::span(w_->experts).subspan(static_cast<size_t>(slice_.first), static_cast<size_t>(slice_.count));
   grouped_ = precision == Precision::kFast;
-  for (const MlpWeights& e : w_->experts) grouped_ = grouped_ && e.gate.is_fp8() && e.up.is_fp8() && e.down.is_fp8();
+  for (const MlpWeights& e : held) grouped_ = grouped_ && e.gate.is_fp8() && e.up.is_fp8() && e.down.is_fp8();
   if (grouped_) {
-    // All experts of the layer packed together: one grouped GEMM per projection.
+    // The held experts packed together: one grouped GEMM per projection.
     std::vector<Tensor> b[3], s[3];
-    for (const MlpWeights& e : w_->experts) {
+    for (const MlpWeights& e : held) {
       int i = 0;
       for (const Linear* l : {&e.gate, &e.up, &e.down}) {
         b[i].push_back(l->weight());
@@ -73,7 +80,7 @@ MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision pre
     up_ = gemm::pack_fp8_weights(b[1], s[1]);
     down_ = gemm::pack_fp8_weights(b[2], s[2]);
   } else {
-    for (MlpWeights& e : w_->experts) prepare_mlp(e, precision);
+    for (MlpWeights& e : held) prepare_mlp(e, precision);
   }
 }
 
@@ -129,7 +136,7 @@ Routing MoeLayer::route(const ModelConfig& c, const Tensor& logits, const Tensor
 Tensor MoeLayer::run_experts_each(const Tensor& x, const Routing& routing) const {
   const int64_t tokens = x.size(0), hidden = x.size(1), k = routing.k;
   Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
-  for (int64_t e = 0; e < static_cast<int64_t>(w_->experts.size()); ++e) {
+  for (int64_t e = 0; e < slice_.count; ++e) {
     std::vector<std::pair<int64_t, float>> rows;  // (token, weight)
     for (int64_t i = 0; i < tokens * k; ++i)
       if (routing.experts[i] == e) rows.emplace_back(i / k, routing.weights[i]);
@@ -137,7 +144,7 @@ Tensor MoeLayer::run_experts_each(const Tensor& x, const Routing& routing) const
     Tensor xe = Tensor::empty(DType::kF32, {static_cast<int64_t>(rows.size()), hidden});
     for (size_t i = 0; i < rows.size(); ++i)
       std::copy_n(x.data<float>() + rows[i].first * hidden, hidden, xe.mutable_data<float>() + i * hidden);
-    const Tensor ye = mlp_forward(w_->experts[e], xe, precision_);
+    const Tensor ye = mlp_forward(w_->experts[slice_.first + e], xe, precision_);
     for (size_t i = 0; i < rows.size(); ++i) {
       float* dst = y.mutable_data<float>() + rows[i].first * hidden;
       const float* src = ye.data<float>() + i * hidden;
@@ -147,25 +154,35 @@ Tensor MoeLayer::run_experts_each(const Tensor& x, const Routing& routing) const
   return y;
 }
 
-Tensor MoeLayer::run_experts_fast(const Tensor& x, const Routing& routing) const {
-  const int64_t tokens = x.size(0), hidden = x.size(1), k = routing.k, pairs = tokens * k;
-  const int64_t experts = static_cast<int64_t>(w_->experts.size()), kb = gemm::ceil_div(hidden, 128);
-  // Sort (token, slot) pairs by expert: rows of one expert become one problem of the grouped GEMM.
-  std::vector<int64_t> order(static_cast<size_t>(pairs));
-  std::iota(order.begin(), order.end(), 0);
+Tensor MoeLayer::experts_forward(const Tensor& x, const Routing& local) const {
+  if (!grouped_) return run_experts_each(x, local);
+  const gemm::Fp8Tensor q = gemm::quantize_activations(x);
+  return experts_forward(q.data, q.scales, local);
+}
+
+Tensor MoeLayer::experts_forward(const Tensor& xq, const Tensor& xs, const Routing& routing) const {
+  CACHALOT_ASSERT(grouped_);
+  const int64_t tokens = xq.size(0), hidden = xq.size(1), k = routing.k, kb = gemm::ceil_div(hidden, 128);
+  Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
+  // (token, slot) pairs of held experts, sorted by expert: rows of one expert become one problem
+  // of the grouped GEMM.
+  std::vector<int64_t> order;
+  for (int64_t i = 0; i < tokens * k; ++i)
+    if (routing.experts[i] >= 0) order.push_back(i);
+  if (order.empty()) return y;
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return routing.experts[a] < routing.experts[b]; });
-  const gemm::Fp8Tensor xq = gemm::quantize_activations(x);
+  const int64_t pairs = static_cast<int64_t>(order.size());
   Tensor a = Tensor::empty(DType::kF8E4M3, {pairs, hidden});
   Tensor sa = Tensor::empty(DType::kF32, {pairs, kb});
   Tensor m_indices = Tensor::empty(DType::kI32, {pairs});
   for (int64_t r = 0; r < pairs; ++r) {
     const int64_t t = order[r] / k;
-    std::memcpy(a.mutable_data<fp8_e4m3>() + r * hidden, xq.data.data<fp8_e4m3>() + t * hidden, static_cast<size_t>(hidden));
-    std::copy_n(xq.scales.data<float>() + t * kb, kb, sa.mutable_data<float>() + r * kb);
+    std::memcpy(a.mutable_data<fp8_e4m3>() + r * hidden, xq.data<fp8_e4m3>() + t * hidden, static_cast<size_t>(hidden));
+    std::copy_n(xs.data<float>() + t * kb, kb, sa.mutable_data<float>() + r * kb);
     m_indices.mutable_data<int32_t>()[r] = routing.experts[order[r]];
   }
-  CACHALOT_ASSERT(experts == gate_.groups());
+  CACHALOT_ASSERT(slice_.count == gate_.groups());
   const int64_t inter = gate_.n();
   Tensor g = Tensor::empty(DType::kF32, {pairs, inter}), u = Tensor::empty(DType::kF32, {pairs, inter});
   gemm::gemm_fp8_grouped_contiguous(a, sa, gate_, m_indices, g);
@@ -177,7 +194,6 @@ Tensor MoeLayer::run_experts_fast(const Tensor& x, const Routing& routing) const
   Tensor d = Tensor::empty(DType::kF32, {pairs, hidden});
   gemm::gemm_fp8_grouped_contiguous(hq.data, hq.scales, down_, m_indices, d);
   round_activations(precision_, d);
-  Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
   for (int64_t r = 0; r < pairs; ++r) {
     const int64_t t = order[r] / k;
     const float w = routing.weights[order[r]];
@@ -188,14 +204,22 @@ Tensor MoeLayer::run_experts_fast(const Tensor& x, const Routing& routing) const
   return y;
 }
 
+Tensor MoeLayer::shared_forward(const Tensor& x) const {
+  return w_->has_shared ? mlp_forward(w_->shared, x, precision_) : Tensor();
+}
+
+Routing MoeLayer::route_tokens(const Tensor& x) const {
+  return route(*config_, w_->router.forward(x), w_->score_bias);
+}
+
 Tensor MoeLayer::forward(const Tensor& x, Routing* routing_out) const {
   trace::Span span("moe", "model");
   span.arg("tokens", x.size(0));
-  const Tensor logits = w_->router.forward(x);
-  Routing routing = route(*config_, logits, w_->score_bias);
-  Tensor y = grouped_ ? run_experts_fast(x, routing) : run_experts_each(x, routing);
+  CACHALOT_ASSERT(slice_.first == 0 && slice_.count == static_cast<int64_t>(w_->experts.size()));
+  Routing routing = route_tokens(x);
+  Tensor y = experts_forward(x, routing);
   if (w_->has_shared) {
-    const Tensor z = mlp_forward(w_->shared, x, precision_);
+    const Tensor z = shared_forward(x);
     float* p = y.mutable_data<float>();
     for (int64_t i = 0; i < y.numel(); ++i) p[i] += z.data<float>()[i];
   }

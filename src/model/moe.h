@@ -10,6 +10,10 @@
 //   normalised to sum 1 if norm_topk_prob, times routed_scaling_factor.
 // Experts (fast): the tokens' FP8 rows are gathered by expert and run through the grouped
 // contiguous FP8 GEMMs (gate, up, down), all experts of the layer in one call each.
+//
+// Expert parallelism: a MoeLayer may hold a slice of the experts (an EP rank's); the model then
+// routes, dispatches the rows to the ranks (FP8 in fast mode, as DeepSeek does), runs
+// experts_forward on what arrived with expert ids local to the slice, and combines.
 #pragma once
 
 #include <cstdint>
@@ -33,27 +37,46 @@ struct Routing {
 Tensor mlp_forward(const MlpWeights& w, const Tensor& x, Precision precision);
 void prepare_mlp(MlpWeights& w, Precision precision);
 
+// The routed experts a MoeLayer holds: [first, first + count).
+struct ExpertSlice {
+  int64_t first = 0;
+  int64_t count = -1;  // -1: all of them
+};
+
 class MoeLayer {
  public:
   MoeLayer() = default;
-  MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision precision);
+  MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision precision, ExpertSlice slice = {});
 
   // router_logits F32 [tokens, n_routed_experts] -> the routing of each token.
   static Routing route(const ModelConfig& config, const Tensor& router_logits, const Tensor& score_bias);
+  // The router on x F32 [tokens, hidden] (normalised), then route().
+  Routing route_tokens(const Tensor& x) const;
 
   // x F32 [tokens, hidden] (normalised) -> F32 [tokens, hidden]; the routing is returned in *routing if given.
   Tensor forward(const Tensor& x, Routing* routing = nullptr) const;
 
+  // sum_k w_k * expert_k(x) over the experts this layer holds; routing ids are local to the
+  // slice, -1 for experts held elsewhere. F32 [tokens, hidden].
+  Tensor experts_forward(const Tensor& x, const Routing& local) const;
+  // The same on rows already quantized to FP8 with 1x128 scales (takes_fp8() layers only).
+  Tensor experts_forward(const Tensor& x_fp8, const Tensor& x_scales, const Routing& local) const;
+  // True when experts run as FP8 GEMMs on quantized rows (fast mode, FP8 experts).
+  bool takes_fp8() const { return grouped_; }
+  // The shared experts' output F32 [tokens, hidden]; undefined when the layer has none.
+  Tensor shared_forward(const Tensor& x) const;
+  const ExpertSlice& slice() const { return slice_; }
+
  private:
   // Expert by expert (exact mode, and BF16 experts in fast mode).
   Tensor run_experts_each(const Tensor& x, const Routing& routing) const;
-  Tensor run_experts_fast(const Tensor& x, const Routing& routing) const;
 
   const ModelConfig* config_ = nullptr;
   MoeWeights* w_ = nullptr;
   Precision precision_ = Precision::kExact;
+  ExpertSlice slice_;
   bool grouped_ = false;                         // fast path over packed FP8 experts
-  gemm::PackedWeights gate_, up_, down_;         // [experts, ...] when grouped_
+  gemm::PackedWeights gate_, up_, down_;         // [experts of the slice, ...] when grouped_
 };
 
 }  // namespace cachalot::model

@@ -1,0 +1,320 @@
+// `cachalot bench ep`: dispatch/combine over the shm transport with DeepSeek-V3's shapes (hidden
+// 7168, top-8 of 256 experts), ranks as processes. Per rank: payload GB/s and latency of
+// normal-mode dispatch (FP8 or BF16) and combine (BF16), and of a low-latency round trip.
+// Peers measured in the same run: every rank memcpy'ing the same number of bytes at the same
+// time (the copy a transfer cannot beat), and MPI_Alltoallv of the same per-destination byte
+// counts (mpirun started as a child: `cachalot bench ep --mpi-peer` is that child's job).
+//
+// Times are per operation: each iteration starts after a barrier, takes the slowest rank's time
+// (the step waits for it), and the median over iterations is reported.
+#include <mpi.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/benches.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "ep/buffer.h"
+#include "ep/launch.h"
+
+namespace cachalot::bench {
+namespace {
+
+constexpr int64_t kHidden = 7168, kExperts = 256, kTopK = 8;
+
+struct EpCase {
+  int world;
+  int64_t tokens;
+  bool fp8;
+  std::string name() const {
+    return fmt::format("{} ranks tokens={} {}", world, tokens, fp8 ? "fp8" : "bf16");
+  }
+};
+
+std::vector<EpCase> normal_cases(bool quick) {
+  if (quick) return {{4, 128, true}};
+  std::vector<EpCase> cases;
+  for (const int world : {4, 8})
+    for (const int64_t tokens : {128, 512, 4096})
+      for (const bool fp8 : {true, false})
+        if (fp8 || tokens <= 2048 || world == 4) cases.push_back({world, tokens, fp8});
+  return cases;
+}
+
+// Uniformly random distinct experts per token (what EPLB aims to make the load look like).
+Tensor make_topk(int rank, int64_t tokens) {
+  std::mt19937_64 rng(1000 + static_cast<uint64_t>(rank));
+  Tensor topk = Tensor::empty(DType::kI32, {tokens, kTopK});
+  for (int64_t t = 0; t < tokens; ++t) {
+    int32_t* row = topk.mutable_data<int32_t>() + t * kTopK;
+    for (int64_t j = 0; j < kTopK;) {
+      const int32_t e = static_cast<int32_t>(rng() % kExperts);
+      if (std::find(row, row + j, e) == row + j) row[j++] = e;
+    }
+  }
+  return topk;
+}
+
+size_t row_bytes(bool fp8) { return fp8 ? kHidden + (kHidden / 128) * 4 : kHidden * 2; }
+
+// Bytes `rank` sends to each destination in normal dispatch.
+std::vector<size_t> dispatch_bytes(int rank, int world, int64_t tokens, bool fp8) {
+  const Tensor topk = make_topk(rank, tokens);
+  std::vector<size_t> bytes(static_cast<size_t>(world), 0);
+  const int64_t per = kExperts / world;
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::vector<bool> in(static_cast<size_t>(world), false);
+    for (int64_t j = 0; j < kTopK; ++j) in[topk.data<int32_t>()[t * kTopK + j] / per] = true;
+    for (int d = 0; d < world; ++d) bytes[d] += in[d] ? row_bytes(fp8) : 0;
+  }
+  return bytes;
+}
+
+double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+// Per iteration, the slowest rank's seconds, gathered on every rank.
+std::vector<double> slowest_per_iteration(ep::Transport& t, const std::vector<double>& mine) {
+  std::vector<double> all(mine.size() * static_cast<size_t>(t.world_size()));
+  t.all_gather(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(all)));
+  std::vector<double> slowest(mine.size(), 0.0);
+  for (size_t r = 0; r < static_cast<size_t>(t.world_size()); ++r)
+    for (size_t i = 0; i < mine.size(); ++i) slowest[i] = std::max(slowest[i], all[r * mine.size() + i]);
+  return slowest;
+}
+
+template <typename Fn> double seconds(Fn&& fn) {
+  const auto start = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// What one shm case measures (rank 0's view), sent back to the parent through a pipe.
+struct Figures {
+  double dispatch_s, combine_s, memcpy_dispatch_s, memcpy_combine_s;
+  double dispatch_bytes, combine_bytes;  // per rank, mean
+};
+
+Figures measure_normal(ep::Transport& t, const EpCase& c, int iterations) {
+  ep::Buffer buffer(t);
+  std::mt19937 rng(7 + static_cast<unsigned>(t.rank()));
+  Tensor x = Tensor::empty(c.fp8 ? DType::kF8E4M3 : DType::kBF16, {c.tokens, kHidden});
+  for (size_t i = 0; i < x.nbytes(); ++i) static_cast<uint8_t*>(x.mutable_raw_data())[i] = static_cast<uint8_t>(rng() & 0x77);
+  Tensor scales = c.fp8 ? Tensor::zeros(DType::kF32, {c.tokens, kHidden / 128}) : Tensor();
+  const Tensor topk = make_topk(t.rank(), c.tokens);
+  const Tensor weights = Tensor::zeros(DType::kF32, {c.tokens, kTopK});
+  const ep::DispatchLayout layout = buffer.get_dispatch_layout(topk, kExperts);
+
+  std::vector<double> dispatch_s, combine_s, copy_d, copy_c;
+  double sent = 0, returned = 0;
+  for (int i = 0; i <= iterations; ++i) {  // iteration 0 warms pages and caches up
+    t.barrier();
+    ep::DispatchResult r;
+    const double d = seconds([&] { r = buffer.dispatch(x, scales, topk, weights, layout); });
+    const Tensor out = Tensor::zeros(DType::kBF16, {r.x.size(0), kHidden});
+    t.barrier();
+    const double cb = seconds([&] { buffer.combine(out, r.handle); });
+    if (i == 0) {
+      for (int dst = 0; dst < t.world_size(); ++dst) sent += layout.tokens_per_rank[dst] * static_cast<double>(row_bytes(c.fp8));
+      returned = static_cast<double>(out.nbytes());
+      continue;
+    }
+    dispatch_s.push_back(d);
+    combine_s.push_back(cb);
+  }
+  // The peer: the same bytes memcpy'd by every rank at once.
+  std::vector<std::byte> src(static_cast<size_t>(std::max(sent, returned))), dst(src.size());
+  std::memset(src.data(), 1, src.size());
+  std::memset(dst.data(), 2, dst.size());
+  for (int i = 0; i <= iterations; ++i) {
+    t.barrier();
+    const double a = seconds([&] { std::memcpy(dst.data(), src.data(), static_cast<size_t>(sent)); });
+    t.barrier();
+    const double b = seconds([&] { std::memcpy(dst.data(), src.data(), static_cast<size_t>(returned)); });
+    if (i == 0) continue;
+    copy_d.push_back(a);
+    copy_c.push_back(b);
+  }
+  std::vector<double> bytes = {sent, returned}, all(2 * static_cast<size_t>(t.world_size()));
+  t.all_gather(std::as_bytes(std::span(bytes)), std::as_writable_bytes(std::span(all)));
+  double mean_sent = 0, mean_returned = 0;
+  for (int r = 0; r < t.world_size(); ++r) {
+    mean_sent += all[2 * r] / t.world_size();
+    mean_returned += all[2 * r + 1] / t.world_size();
+  }
+  return {median(slowest_per_iteration(t, dispatch_s)), median(slowest_per_iteration(t, combine_s)),
+          median(slowest_per_iteration(t, copy_d)), median(slowest_per_iteration(t, copy_c)), mean_sent, mean_returned};
+}
+
+// Low-latency round trip (FP8 dispatch, BF16 combine) of `tokens` per rank.
+Figures measure_low_latency(ep::Transport& t, int64_t tokens, int iterations) {
+  ep::Buffer buffer(t);
+  std::mt19937 rng(11 + static_cast<unsigned>(t.rank()));
+  Tensor x = Tensor::empty(DType::kBF16, {tokens, kHidden});
+  for (int64_t i = 0; i < x.numel(); ++i) x.mutable_data<bf16>()[i] = float_to_bf16(static_cast<float>(rng() % 1000) / 500.0f - 1.0f);
+  const Tensor topk = make_topk(t.rank(), tokens);
+  const Tensor weights = Tensor::zeros(DType::kF32, {tokens, kTopK});
+  const int64_t per = kExperts / t.world_size();
+  std::vector<double> dispatch_s, combine_s, copy_s;
+  double pairs_in = 0;
+  for (int i = 0; i <= iterations; ++i) {
+    t.barrier();
+    ep::LowLatencyRecv r;
+    const double d = seconds([&] { r = buffer.low_latency_dispatch(x, topk, tokens, kExperts, true).receive(); });
+    const Tensor out = Tensor::zeros(DType::kBF16, {per, t.world_size() * tokens, kHidden});
+    t.barrier();
+    const double cb = seconds([&] { buffer.low_latency_combine(out, weights, r.handle).receive(); });
+    if (i == 0) {
+      for (const int32_t n : r.count) pairs_in += n;
+      continue;
+    }
+    dispatch_s.push_back(d);
+    combine_s.push_back(cb);
+  }
+  const double pairs_out = static_cast<double>(tokens * kTopK);
+  const double sent = pairs_out * static_cast<double>(row_bytes(true)), returned = pairs_in * kHidden * 2;
+  std::vector<std::byte> src(static_cast<size_t>(std::max(sent, returned))), dst(src.size());
+  std::memset(src.data(), 1, src.size());
+  std::memset(dst.data(), 2, dst.size());
+  for (int i = 0; i <= iterations; ++i) {
+    t.barrier();
+    const double c = seconds([&] {
+      std::memcpy(dst.data(), src.data(), static_cast<size_t>(sent));
+      std::memcpy(dst.data(), src.data(), static_cast<size_t>(returned));
+    });
+    if (i > 0) copy_s.push_back(c);
+  }
+  return {median(slowest_per_iteration(t, dispatch_s)), median(slowest_per_iteration(t, combine_s)),
+          median(slowest_per_iteration(t, copy_s)), 0, sent, returned};
+}
+
+// Runs `measure` on `world` shm processes and returns rank 0's figures.
+template <typename Measure> Figures on_shm_ranks(int world, size_t slot_bytes, Measure&& measure) {
+  int fds[2];
+  if (pipe(fds) != 0) raise_errno(errno, "bench ep: pipe");
+  ep::TransportOptions o;
+  o.slot_bytes = slot_bytes;
+  o.control_bytes = 64 << 10;
+  o.timeout = std::chrono::seconds(120);
+  const std::vector<int> status = ep::run_shm_ranks(world, o, [&](ep::Transport& t) {
+    const Figures f = measure(t);
+    if (t.rank() == 0 && write(fds[1], &f, sizeof(f)) != static_cast<ssize_t>(sizeof(f)))
+      raise_errno(errno, "bench ep: writing the figures");
+  });
+  close(fds[1]);
+  Figures f{};
+  const ssize_t got = read(fds[0], &f, sizeof(f));
+  close(fds[0]);
+  for (size_t r = 0; r < status.size(); ++r)
+    if (ep::describe_exit_status(status[r]) != "exited 0")
+      raise(ErrorKind::kInternal, "bench ep: rank {} {}", r, ep::describe_exit_status(status[r]));
+  if (got != static_cast<ssize_t>(sizeof(f))) raise(ErrorKind::kInternal, "bench ep: rank 0 sent no figures");
+  return f;
+}
+
+// MPI_Alltoallv of the dispatch byte counts, run under mpirun by the parent bench.
+void mpi_peer(const Options& options) {
+  MPI_Init(nullptr, nullptr);
+  int rank = 0, world = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  const int iterations = options.quick ? 3 : 10;
+  for (const EpCase& c : normal_cases(options.quick)) {
+    if (c.world != world) continue;
+    std::vector<int> send(static_cast<size_t>(world)), recv(send.size()), sd(send.size()), rd(send.size());
+    const std::vector<size_t> bytes = dispatch_bytes(rank, world, c.tokens, c.fp8);
+    for (int d = 0; d < world; ++d) send[d] = static_cast<int>(bytes[d]);
+    MPI_Alltoall(send.data(), 1, MPI_INT, recv.data(), 1, MPI_INT, MPI_COMM_WORLD);
+    for (int d = 1; d < world; ++d) {
+      sd[d] = sd[d - 1] + send[d - 1];
+      rd[d] = rd[d - 1] + recv[d - 1];
+    }
+    std::vector<char> in(static_cast<size_t>(sd.back() + send.back()), 1), out(static_cast<size_t>(rd.back() + recv.back()));
+    std::vector<double> times;
+    for (int i = 0; i <= iterations; ++i) {
+      MPI_Barrier(MPI_COMM_WORLD);
+      double s = seconds([&] {
+        MPI_Alltoallv(in.data(), send.data(), sd.data(), MPI_BYTE, out.data(), recv.data(), rd.data(), MPI_BYTE, MPI_COMM_WORLD);
+      });
+      MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+      if (i > 0) times.push_back(s);
+    }
+    if (rank == 0) std::printf("mpi-peer\t%s\t%.9f\n", c.name().c_str(), median(times));
+  }
+  std::fflush(stdout);
+  MPI_Finalize();
+}
+
+// Runs this binary under mpirun as the MPI peer for `world` ranks; case name -> seconds.
+std::vector<std::pair<std::string, double>> mpi_peer_seconds(int world, bool quick) {
+  std::vector<std::pair<std::string, double>> out;
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return out;
+  self[n] = 0;
+  std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " CACHALOT_MPIEXEC
+                    " --oversubscribe --mca btl self,vader -np " + std::to_string(world) + " " + self +
+                    " bench ep --mpi-peer" + (quick ? " --quick" : "") + " 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return out;
+  char line[512];
+  while (fgets(line, sizeof(line), p) != nullptr) {
+    char name[256];
+    double s = 0;
+    if (std::sscanf(line, "mpi-peer\t%255[^\t]\t%lf", name, &s) == 2) out.emplace_back(name, s);
+  }
+  pclose(p);
+  if (out.empty()) log::warn("bench ep: the MPI_Alltoallv peer did not run (mpirun missing or failing)");
+  return out;
+}
+
+}  // namespace
+
+void run_ep(const Options& options, Reporter& reporter) {
+  if (options.mpi_peer) return mpi_peer(options);
+  const int iterations = options.quick ? 3 : 10;
+  std::vector<std::pair<std::string, double>> peer;
+  for (const int world : {4, 8}) {
+    if (options.quick && world == 8) continue;
+    const auto p = mpi_peer_seconds(world, options.quick);
+    peer.insert(peer.end(), p.begin(), p.end());
+  }
+  auto mpi_seconds = [&](const std::string& name) {
+    for (const auto& [n, s] : peer)
+      if (n == name) return s;
+    return 0.0;
+  };
+  for (const EpCase& c : normal_cases(options.quick)) {
+    const size_t slot = ep::Buffer::normal_slot_bytes(c.world, c.tokens, kHidden, kTopK, c.fp8 ? 1 : 2, 2);
+    const Figures f = on_shm_ranks(c.world, slot, [&](ep::Transport& t) { return measure_normal(t, c, iterations); });
+    const std::string name = c.name();
+    const double gbs = f.dispatch_bytes / f.dispatch_s / 1e9, copy = f.dispatch_bytes / f.memcpy_dispatch_s / 1e9;
+    reporter.add(make_result("ep", "dispatch " + name, "bandwidth", gbs, "GB/s", "memcpy-same-bytes", copy, false));
+    if (const double s = mpi_seconds(name); s > 0)
+      reporter.add(make_result("ep", "dispatch " + name, "bandwidth", gbs, "GB/s", "mpi-alltoallv", f.dispatch_bytes / s / 1e9, false));
+    reporter.add(make_result("ep", "dispatch " + name, "latency", f.dispatch_s * 1e6, "us", "memcpy-same-bytes",
+                             f.memcpy_dispatch_s * 1e6, true));
+    reporter.add(make_result("ep", "combine bf16 " + name, "bandwidth", f.combine_bytes / f.combine_s / 1e9, "GB/s",
+                             "memcpy-same-bytes", f.combine_bytes / f.memcpy_combine_s / 1e9, false));
+  }
+  for (const int world : {4, 8}) {
+    if (options.quick && world == 8) continue;
+    const int64_t tokens = 128;
+    const size_t slot = ep::Buffer::low_latency_slot_bytes(world, tokens, kHidden, kTopK, kExperts / world);
+    const Figures f = on_shm_ranks(world, slot, [&](ep::Transport& t) { return measure_low_latency(t, tokens, iterations); });
+    const std::string name = fmt::format("low-latency {} ranks tokens={} fp8 dispatch + bf16 combine", world, tokens);
+    reporter.add(make_result("ep", name, "latency", (f.dispatch_s + f.combine_s) * 1e6, "us", "memcpy-same-bytes",
+                             f.memcpy_dispatch_s * 1e6, true));
+  }
+}
+
+}  // namespace cachalot::bench

@@ -1,0 +1,59 @@
+// The model's expert-parallel forward (ModelOptions::ep_ranks > 1), as DeepSeek serves V3:
+//
+// - Attention is data-parallel: the batch's sequences are spread over the ranks, balanced by
+//   new tokens; each rank embeds and attends for its own sequences (the ranks are threads
+//   sharing the KV pool, so a sequence may land on another rank next step at no cost).
+// - Each rank holds n_routed_experts / ranks routed experts (physical experts
+//   [r * E/W, (r+1) * E/W)) and the shared experts. The router's logical expert ids map to
+//   physical ones through a placement table (the identity here; EPLB will fill it with
+//   replicas), every MoE layer dispatches each token's row to the ranks of its experts (FP8 +
+//   scales in fast mode, F32 in exact mode), the ranks run their experts on what arrived, and
+//   combine brings the weighted sums back (BF16 in fast mode, F32 in exact mode).
+// - With overlap on, a rank splits its sequences into two micro-batches and orders each MoE
+//   layer so that one micro-batch's dispatch is in flight while the other attends, and its
+//   combine while the other's experts run (DeepSeek's two-micro-batch overlap).
+// - Rows go through dispatch in chunks of at most kDispatchChunkTokens per rank and micro-batch
+//   (every rank runs the same number of chunks), so the transport's slots have a fixed size.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "ep/buffer.h"
+#include "ep/launch.h"
+#include "model/model.h"
+
+namespace cachalot::model {
+
+inline constexpr int64_t kDispatchChunkTokens = 256;
+
+class ExpertParallelRunner {
+ public:
+  explicit ExpertParallelRunner(Model& model);
+  ~ExpertParallelRunner();
+
+  ForwardOutput forward(std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
+                        const ForwardOptions& options);
+
+ private:
+  struct Plan;
+  struct MicroBatch;
+
+  void run_rank(ep::Transport& t, const Plan& plan, std::span<const SequenceStep> steps, const BatchLayout& layout,
+                KvCache& cache, const ForwardOptions& options, ForwardOutput& out);
+  // One MoE layer over the rank's micro-batches: route, dispatch, local experts, combine, shared.
+  void moe_layer(ep::Buffer& buffer, int rank, int64_t layer, int64_t chunks, std::vector<MicroBatch>& mbs,
+                 mla::PagedKvCache& layer_cache) const;
+  void start_group();
+
+  const Model& model_;
+  int ranks_;
+  std::vector<std::vector<MoeLayer>> shards_;        // [rank][layer]; empty for dense layers
+  std::vector<int32_t> log2phy_;                     // logical expert -> physical expert
+  std::unique_ptr<ep::LocalRanks> group_;
+  std::vector<std::unique_ptr<ep::Buffer>> buffers_; // [rank], made by the rank's thread
+};
+
+}  // namespace cachalot::model

@@ -1,0 +1,146 @@
+// The expert-parallel forward (ranks as threads) against the single-rank model on the tiny-dsv3
+// fixture: exact mode gives the same logits (1e-4), routing and greedy tokens with 2 and 4 ranks,
+// with and without the two-micro-batch overlap; fast mode agrees statistically.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+#include "model/model.h"
+#include "tests/model/golden.h"
+#include "tests/support/test_support.h"
+
+namespace cachalot::model {
+namespace {
+
+using testing::argmax;
+
+constexpr int64_t kBlocks = 8;
+
+struct BatchRun {
+  ForwardOutput prefill;
+  std::vector<std::vector<int32_t>> greedy;  // per sequence
+};
+
+// All prompts in one prefill batch, then `decode` greedy steps with every sequence in each batch.
+BatchRun run_batch(const Model& m, const std::vector<std::vector<int32_t>>& prompts, int decode) {
+  const int64_t vocab = m.config().vocab_size, n = static_cast<int64_t>(prompts.size());
+  KvCache cache = m.make_kv_cache(kBlocks * n);
+  std::vector<std::vector<int32_t>> tables(prompts.size(), std::vector<int32_t>(kBlocks));
+  for (int64_t i = 0; i < n; ++i) std::iota(tables[i].begin(), tables[i].end(), static_cast<int32_t>(i * kBlocks));
+  std::vector<SequenceStep> steps;
+  for (int64_t i = 0; i < n; ++i) steps.push_back({prompts[i], 0, tables[i]});
+  BatchRun r;
+  r.prefill = m.forward(steps, cache, {.all_logits = true, .record_routing = true});
+  r.greedy.resize(prompts.size());
+  std::vector<int32_t> next(prompts.size());
+  int64_t row = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    row += static_cast<int64_t>(prompts[i].size());
+    next[i] = argmax(r.prefill.logits.data<float>() + (row - 1) * vocab, vocab);
+    r.greedy[i].push_back(next[i]);
+  }
+  for (int step = 1; step < decode; ++step) {
+    steps.clear();
+    for (int64_t i = 0; i < n; ++i)
+      steps.push_back({{&next[i], 1}, static_cast<int64_t>(prompts[i].size()) + step - 1, tables[i]});
+    const ForwardOutput o = m.forward(steps, cache);
+    for (int64_t i = 0; i < n; ++i) {
+      next[i] = argmax(o.logits.data<float>() + i * vocab, vocab);
+      r.greedy[i].push_back(next[i]);
+    }
+  }
+  return r;
+}
+
+std::vector<std::vector<int32_t>> golden_prompts(const std::string& dir) {
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& g : testing::load_golden(dir)) prompts.push_back(g.prompt);
+  return prompts;
+}
+
+class ExactExpertParallel : public ::testing::TestWithParam<std::tuple<int, bool>> {};
+
+TEST_P(ExactExpertParallel, SameLogitsRoutingAndTokensAsOneRank) {
+  CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
+  const auto [ranks, overlap] = GetParam();
+  auto prompts = golden_prompts(dir);
+  // A prompt longer than one dispatch chunk (256 rows per rank and micro-batch).
+  std::vector<int32_t> long_prompt;
+  for (int i = 0; i < 300; ++i) long_prompt.push_back(prompts[i % prompts.size()][i % prompts[i % prompts.size()].size()]);
+  prompts.push_back(long_prompt);
+  const auto single = Model::load(dir, {.precision = Precision::kExact});
+  const auto ep = Model::load(dir, {.precision = Precision::kExact, .ep_ranks = ranks, .ep_overlap = overlap});
+  const BatchRun want = run_batch(*single, prompts, 6), got = run_batch(*ep, prompts, 6);
+  ASSERT_EQ(got.prefill.logits.shape(), want.prefill.logits.shape());
+  double worst = 0;
+  for (int64_t i = 0; i < want.prefill.logits.numel(); ++i)
+    worst = std::max(worst, static_cast<double>(std::fabs(got.prefill.logits.data<float>()[i] - want.prefill.logits.data<float>()[i])));
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_EQ(got.prefill.routing, want.prefill.routing);
+  EXPECT_EQ(got.greedy, want.greedy);
+  // And the fixture's float64 reference for the golden prompts.
+  const auto golden = testing::load_golden(dir);
+  for (size_t i = 0; i < golden.size(); ++i)
+    EXPECT_EQ(std::vector<int32_t>(golden[i].greedy.begin(), golden[i].greedy.begin() + 6), got.greedy[i]) << "case " << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(RanksAndOverlap, ExactExpertParallel,
+                         ::testing::Combine(::testing::Values(2, 4), ::testing::Values(false, true)));
+
+TEST(ExpertParallel, FewerSequencesThanRanks) {
+  CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
+  const auto prompts = golden_prompts(dir);
+  const auto single = Model::load(dir, {.precision = Precision::kExact});
+  const auto ep = Model::load(dir, {.precision = Precision::kExact, .ep_ranks = 4});
+  const std::vector<std::vector<int32_t>> one = {prompts[0]};
+  EXPECT_EQ(run_batch(*ep, one, 4).greedy, run_batch(*single, one, 4).greedy);
+}
+
+// Fast mode rounds each rank's partial expert sum to BF16 before combine (as DeepSeek does), and
+// routing flips on the random weights' near-ties, so it is held to the statistics the
+// single-rank fast path meets against the reference (model_golden_test.cc), and close to it.
+TEST(ExpertParallel, FastModeAgreesWithTheReferenceAndOneRank) {
+  CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
+  const auto golden = testing::load_golden(dir);
+  const auto prompts = golden_prompts(dir);
+  const auto single = Model::load(dir, {.precision = Precision::kFast});
+  const auto ep = Model::load(dir, {.precision = Precision::kFast, .ep_ranks = 4});
+  const BatchRun want = run_batch(*single, prompts, 1), got = run_batch(*ep, prompts, 1);
+  const int64_t vocab = single->config().vocab_size;
+  int64_t row = 0, agree_single = 0;
+  for (size_t c = 0; c < golden.size(); ++c) {
+    const int64_t n = static_cast<int64_t>(golden[c].prompt.size());
+    int agree_ref = 0;
+    std::vector<double> ref, one;
+    for (int64_t p = 0; p < n; ++p) {
+      const float* l = got.prefill.logits.data<float>() + (row + p) * vocab;
+      const float* s = want.prefill.logits.data<float>() + (row + p) * vocab;
+      agree_ref += argmax(l, vocab) == argmax(golden[c].prefill_logits[p]);
+      agree_single += argmax(l, vocab) == argmax(s, vocab);
+      ref.insert(ref.end(), golden[c].prefill_logits[p].begin(), golden[c].prefill_logits[p].end());
+      one.insert(one.end(), s, s + vocab);
+    }
+    const float* mine = got.prefill.logits.data<float>() + row * vocab;
+    EXPECT_GE(double(agree_ref) / n, 0.5) << "case " << c;
+    EXPECT_GE(testing::cosine(mine, ref), 0.97) << "case " << c;
+    EXPECT_GE(testing::cosine(mine, one), 0.97) << "case " << c;
+    row += n;
+  }
+  EXPECT_GE(double(agree_single) / row, 0.85);
+}
+
+TEST(ExpertParallel, ExpertsThatDoNotSplitEvenlyAreRefused) {
+  CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
+  try {
+    Model::load(dir, {.precision = Precision::kExact, .ep_ranks = 3});
+    FAIL() << "3 ranks accepted for 16 experts";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("16 routed experts do not split evenly over 3 ranks"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace cachalot::model
