@@ -1,5 +1,5 @@
-// The flags every command that runs the model takes (--precision, --kv-cache), and the
-// ModelOptions they stand for.
+// The flags every command that runs the model takes (--precision, --kv-cache, --ep,
+// --ep-overlap), and the ModelOptions they stand for.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -13,11 +13,15 @@ namespace cachalot::cli {
 struct ModelFlags {
   std::string precision = "fast";
   std::string kv_cache = "bf16";
+  int ep = 1;
+  std::string ep_overlap = "on";
 
   model::ModelOptions options() const {
     model::ModelOptions o;
     o.precision = precision == "exact" ? model::Precision::kExact : model::Precision::kFast;
     o.kv_format = kv_cache == "fp8" ? mla::KvFormat::kFp8 : mla::KvFormat::kBf16;
+    o.ep_ranks = ep;
+    o.ep_overlap = ep_overlap == "on";
     return o;
   }
 };
@@ -27,6 +31,13 @@ inline void add_model_flags(CLI::App* cmd, ModelFlags& flags) {
       ->check(CLI::IsMember({"fast", "exact"}));
   cmd->add_option("--kv-cache", flags.kv_cache, "KV cache format in fast mode: bf16 (default) or fp8")
       ->check(CLI::IsMember({"bf16", "fp8"}));
+  cmd->add_option("--ep", flags.ep,
+                  "expert parallelism over N ranks (threads of this process): data-parallel attention, routed experts "
+                  "split over the ranks, dispatch/combine between them (default 1: off)")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--ep-overlap", flags.ep_overlap,
+                  "with --ep: two micro-batches per rank so one's dispatch/combine overlaps the other's compute (on, off)")
+      ->check(CLI::IsMember({"on", "off"}));
 }
 
 }  // namespace cachalot::cli

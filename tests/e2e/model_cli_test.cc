@@ -31,6 +31,21 @@ TEST(ModelCli, GenerateReproducesTheGoldenContinuationInExactMode) {
   EXPECT_NEAR(out.at("prompt_logits")[0][5].get<double>(), golden.at("prefill_logits")[0][5].get<double>(), 1e-3);
 }
 
+TEST(ModelCli, ExpertParallelGenerateMatchesOneRankInExactMode) {
+  CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
+  std::ifstream in(dir + "/golden.json");
+  const auto golden = nlohmann::json::parse(in).at("cases").at(2);
+  std::string ids;
+  for (const auto& id : golden.at("prompt")) ids += (ids.empty() ? "" : ",") + std::to_string(id.get<int>());
+  for (const char* ep : {"2", "4"})
+    for (const char* overlap : {"on", "off"}) {
+      const auto r = run_cachalot({"generate", "--model", dir, "--prompt-ids", ids, "--max-tokens", "12", "--precision",
+                                   "exact", "--ignore-eos", "--json", "--ep", ep, "--ep-overlap", overlap});
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      EXPECT_EQ(nlohmann::json::parse(r.out).at("output_ids"), golden.at("greedy_continuation")) << "--ep " << ep << " " << overlap;
+    }
+}
+
 TEST(ModelCli, InitWritesACheckpointThatGenerates) {
   testing::TempDir tmp;
   const std::string model = tmp.file("tiny");

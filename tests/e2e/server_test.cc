@@ -241,6 +241,29 @@ TEST_F(FixtureServer, ClientDisconnectMidStreamFreesItsBlocks) {
   EXPECT_EQ(metric(port(), "cachalot_requests_cancelled_total"), cancelled + 1);
 }
 
+TEST(ServerExpertParallel, ConcurrentRequestsOverFourRanksMatchGenerate) {
+  CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
+  ServerProcess server({"--model", dir, "--precision", "exact", "--kv-cache-gb", "0.05", "--ep", "4"});
+  std::vector<std::vector<int32_t>> expected;
+  for (int i = 0; i < 3; ++i) {
+    const auto gen = testing::run_cachalot({"generate", "--model", dir, "--prompt-ids", ids_csv(prompt_of(20 + 7 * i, i)),
+                                            "--max-tokens", "8", "--precision", "exact", "--ignore-eos", "--json"});
+    ASSERT_EQ(gen.exit_code, 0) << gen.err;
+    expected.push_back(json::parse(gen.out).at("output_ids").get<std::vector<int32_t>>());
+  }
+  // Three requests at once: the engine batches them, the model spreads them over the ranks.
+  std::vector<std::thread> clients;
+  std::vector<std::vector<int32_t>> got(3);
+  for (int i = 0; i < 3; ++i)
+    clients.emplace_back([&, i] {
+      const json body = {{"model", "tiny-dsv3"}, {"prompt", prompt_of(20 + 7 * i, i)}, {"max_tokens", 8}, {"temperature", 0},
+                         {"ignore_eos", true}};
+      got[i] = post_stream(server.port(), "/v1/completions", body).token_ids;
+    });
+  for (std::thread& c : clients) c.join();
+  EXPECT_EQ(got, expected);
+}
+
 TEST(ServerLimits, FullQueueIs429AndSigtermFinishesRequestsInFlight) {
   CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
   ServerProcess server({"--model", dir, "--max-running", "1", "--max-queue", "0", "--kv-cache-gb", "0.05"});
