@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_models.h"
 #include "bench/benches.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -277,6 +278,35 @@ std::vector<std::pair<std::string, double>> mpi_peer_seconds(int world, bool qui
   return out;
 }
 
+// The model with expert parallelism (mini preset, ranks as threads): a prefill forward and a
+// decode step with the two-micro-batch overlap on, against the same with it off and one rank.
+void model_overlap(const Options& options, Reporter& reporter) {
+  const std::string dir = ensure_preset_checkpoint("mini");
+  const int64_t batch = 4, prompt = 256, decode_batch = 32, ctx = 256;
+  struct Times {
+    double prefill = 0, decode = 0;
+  };
+  auto measure = [&](int ranks, bool overlap) {
+    const auto m = model::Model::load(dir, {.ep_ranks = ranks, .ep_overlap = overlap});
+    PromptBatch p = make_prompt_batch(*m, batch, prompt, 7);
+    Times t;
+    t.prefill = median_ns([&] { m->forward(p.steps, p.cache); }, options.quick ? 3 : 7, 1) / 1e9;
+    t.decode = decode_step_seconds(*m, decode_batch, ctx, options.quick ? 1.0 : 3.0, options.quick ? 5 : 15);
+    return t;
+  };
+  const Times one = measure(1, false);
+  for (const int ranks : {2, 4}) {
+    if (options.quick && ranks == 4) continue;
+    const Times on = measure(ranks, true), off = measure(ranks, false);
+    const std::string pre = fmt::format("mini ep={} prefill batch={} prompt={}", ranks, batch, prompt);
+    const std::string dec = fmt::format("mini ep={} decode batch={} context={}", ranks, decode_batch, ctx);
+    reporter.add(make_result("ep", pre, "step_time", on.prefill * 1e3, "ms", "no-overlap", off.prefill * 1e3, true));
+    reporter.add(make_result("ep", pre, "step_time", on.prefill * 1e3, "ms", "ep=1", one.prefill * 1e3, true));
+    reporter.add(make_result("ep", dec, "step_time", on.decode * 1e3, "ms", "no-overlap", off.decode * 1e3, true));
+    reporter.add(make_result("ep", dec, "step_time", on.decode * 1e3, "ms", "ep=1", one.decode * 1e3, true));
+  }
+}
+
 }  // namespace
 
 void run_ep(const Options& options, Reporter& reporter) {
@@ -315,6 +345,7 @@ void run_ep(const Options& options, Reporter& reporter) {
     reporter.add(make_result("ep", name, "latency", (f.dispatch_s + f.combine_s) * 1e6, "us", "memcpy-same-bytes",
                              f.memcpy_dispatch_s * 1e6, true));
   }
+  model_overlap(options, reporter);
 }
 
 }  // namespace cachalot::bench

@@ -37,7 +37,8 @@ struct ModelOptions {
   // fast mode, F32 in exact mode). See expert_parallel.h.
   int ep_ranks = 1;
   // Two micro-batches per rank, so one's dispatch/combine is in flight while the other computes.
-  bool ep_overlap = true;
+  // Off by default: on CPUs with fewer cores than ranks it measured slower (docs/ep.md).
+  bool ep_overlap = false;
 };
 
 // The model's KV cache: one paged cache per layer, all addressed by the same block ids.
