@@ -134,9 +134,11 @@ void run(const Args& a) {
   CACHALOT_CHECK_ARG(!a.generation.prompt_logits || a.json, "--logits needs --json");
   CACHALOT_CHECK_ARG(!a.chat || !a.json, "--chat prints text; it cannot be combined with --json");
   model::validate(a.generation.sampling);
-  const auto m = model::Model::load(a.model_dir, a.model.options());
-  if (a.chat) run_chat(a, *m);
-  else run_once(a, *m);
+  run_as_ep_leader(a.model, a.model_dir, [&](const model::ModelOptions& options) {
+    const auto m = model::Model::load(a.model_dir, options);
+    if (a.chat) run_chat(a, *m);
+    else run_once(a, *m);
+  });
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <functional>
 #include <string>
 
 #include "model/model.h"
@@ -15,6 +16,7 @@ struct ModelFlags {
   std::string kv_cache = "bf16";
   int ep = 1;
   std::string ep_overlap = "off";
+  std::string ep_transport = "local";
 
   model::ModelOptions options() const {
     model::ModelOptions o;
@@ -38,6 +40,16 @@ inline void add_model_flags(CLI::App* cmd, ModelFlags& flags) {
   cmd->add_option("--ep-overlap", flags.ep_overlap,
                   "with --ep: two micro-batches per rank so one's dispatch/combine overlaps the other's compute (on, off: the default, as it measured slower on few cores)")
       ->check(CLI::IsMember({"on", "off"}));
+  cmd->add_option("--ep-transport", flags.ep_transport,
+                  "with --ep: ranks as threads (local, default), as processes of this host over shared memory (shm), "
+                  "or as the processes of `mpirun -np N cachalot ...` (mpi)")
+      ->check(CLI::IsMember({"local", "shm", "mpi"}));
 }
+
+// Runs `leader(options)`: in this process, or, with --ep-transport shm|mpi, as rank 0 of a group
+// of processes whose other ranks load the model and follow rank 0's forwards. Only rank 0
+// prints. Error if a rank fails.
+void run_as_ep_leader(const ModelFlags& flags, const std::string& model_dir,
+                      const std::function<void(const model::ModelOptions&)>& leader);
 
 }  // namespace cachalot::cli

@@ -54,6 +54,9 @@ void run(Args a) {
   sigaction(SIGINT, &action, nullptr);
 
   CACHALOT_CHECK_ARG(a.kv_cache_gb > 0, "--kv-cache-gb must be positive, got {}", a.kv_cache_gb);
+  CACHALOT_CHECK_ARG(a.model.ep_transport == "local",
+                     "serve: --ep-transport {} is not supported yet; serve runs expert-parallel ranks as threads (local)",
+                     a.model.ep_transport);
   std::shared_ptr<const model::Model> m = model::Model::load(a.model_dir, a.model.options());
   std::shared_ptr<const tokenizer::Tokenizer> tok;
   if (tokenizer::Tokenizer::present(a.model_dir)) {

@@ -175,6 +175,12 @@ bool launched_by_mpirun() {
          std::getenv("PMIX_RANK") != nullptr;
 }
 
+int mpirun_world_size() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+    if (const char* v = std::getenv(name)) return std::atoi(v);
+  return 0;
+}
+
 std::unique_ptr<Transport> open_mpi_transport(const TransportOptions& options) {
   return std::make_unique<MpiTransport>(options);
 }

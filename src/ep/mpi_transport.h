@@ -19,5 +19,7 @@ std::unique_ptr<Transport> open_mpi_transport(const TransportOptions& options = 
 
 // True when this process was started by mpirun (OMPI_COMM_WORLD_SIZE / PMI_SIZE are set).
 bool launched_by_mpirun();
+// The number of processes mpirun started, from its environment (before MPI is initialised), or 0.
+int mpirun_world_size();
 
 }  // namespace cachalot::ep

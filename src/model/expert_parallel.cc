@@ -11,12 +11,6 @@
 
 namespace cachalot::model {
 
-// Which sequences each rank runs, split into its micro-batches.
-struct ExpertParallelRunner::Plan {
-  std::vector<std::vector<std::vector<int64_t>>> micro;  // [rank][micro-batch] -> sequence indices
-  int64_t chunks = 1;                                    // dispatch rounds per MoE layer
-};
-
 // A rank's micro-batch as it goes through the layers.
 struct ExpertParallelRunner::MicroBatch {
   std::vector<int64_t> sequences;  // indices into the forward's steps
@@ -31,7 +25,9 @@ struct ExpertParallelRunner::MicroBatch {
   ep::PendingNormalCombine combine;
 };
 
-ExpertParallelRunner::ExpertParallelRunner(Model& model) : model_(model), ranks_(model.options_.ep_ranks) {
+ExpertParallelRunner::ExpertParallelRunner(Model& model)
+    : model_(model), ranks_(model.options_.ep_ranks), transport_(model.options_.ep_transport) {
+  if (transport_) ranks_ = transport_->world_size();
   const ModelConfig& c = model.config_;
   CACHALOT_CHECK_ARG(ranks_ >= 1 && ranks_ <= 64, "--ep: {} ranks; between 1 and 64 are supported", ranks_);
   CACHALOT_CHECK_ARG(c.n_routed_experts % ranks_ == 0, "--ep {}: the model's {} routed experts do not split evenly over {} ranks",
@@ -41,35 +37,61 @@ ExpertParallelRunner::ExpertParallelRunner(Model& model) : model_(model), ranks_
   std::iota(log2phy_.begin(), log2phy_.end(), 0);
   shards_.resize(static_cast<size_t>(ranks_));
   for (int r = 0; r < ranks_; ++r) {
+    if (transport_ && r != transport_->rank()) continue;  // a process holds its own experts only
     shards_[r].resize(model.weights_.layers.size());
     for (size_t l = 0; l < model.weights_.layers.size(); ++l)
       if (model.weights_.layers[l].is_moe)
         shards_[r][l] = MoeLayer(c, model.weights_.layers[l].moe, model.options_.precision, {r * per, per});
   }
-  start_group();
+  buffers_.resize(static_cast<size_t>(ranks_));
+  if (!transport_) start_group();
   log::info("expert parallelism: {} ranks of {} routed experts each, {} micro-batch{} per rank", ranks_, per,
             model.options_.ep_overlap ? 2 : 1, model.options_.ep_overlap ? "es" : "");
 }
 
-ExpertParallelRunner::~ExpertParallelRunner() = default;
+ExpertParallelRunner::~ExpertParallelRunner() {
+  try {
+    release_followers();
+  } catch (const std::exception& e) {
+    log::warn("expert parallelism: could not release the other ranks: {}", e.what());
+  }
+}
+
+ep::TransportOptions expert_parallel_transport_options(const ModelConfig& c, int ranks) {
+  ep::TransportOptions o;
+  o.slot_bytes = ep::Buffer::normal_slot_bytes(ranks, kDispatchChunkTokens, c.hidden_size, c.num_experts_per_tok, 4, 4);
+  o.timeout = std::chrono::seconds(100);
+  return o;
+}
 
 void ExpertParallelRunner::start_group() {
-  const ModelConfig& c = model_.config_;
-  ep::TransportOptions o;
-  // Exact mode moves F32 both ways; one chunk of every rank must fit each rank's slot.
-  o.slot_bytes = ep::Buffer::normal_slot_bytes(ranks_, kDispatchChunkTokens, c.hidden_size, c.num_experts_per_tok, 4, 4);
-  o.timeout = std::chrono::seconds(100);
   buffers_.clear();
   buffers_.resize(static_cast<size_t>(ranks_));
-  group_ = std::make_unique<ep::LocalRanks>(ranks_, o);
+  group_ = std::make_unique<ep::LocalRanks>(ranks_, expert_parallel_transport_options(model_.config_, ranks_));
 }
 
 ForwardOutput ExpertParallelRunner::forward(std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
                                             const ForwardOptions& options) {
   trace::Span span("ep_forward", "model");
-  // Sequences to the rank with the fewest new tokens so far (ties: lowest rank).
-  Plan plan;
-  plan.micro.assign(static_cast<size_t>(ranks_), {});
+  ForwardOutput out;
+  const int64_t picked = options.all_logits ? layout.rows() : layout.sequences();
+  out.logits = Tensor::empty(DType::kF32, {picked, model_.config_.vocab_size});
+  if (options.record_routing)
+    for (const LayerWeights& l : model_.weights_.layers)
+      if (l.is_moe) out.routing.emplace_back(static_cast<size_t>(layout.rows()));
+
+  if (transport_) {
+    // Process mode: this process is one rank and runs every given sequence; the followers are
+    // told to take part (with no sequences of their own).
+    CACHALOT_CHECK_ARG(transport_->rank() == 0, "forward on EP rank {}: only rank 0 drives; the others call follow()",
+                       transport_->rank());
+    send_command(kCommandForward);
+    std::vector<int64_t> all(static_cast<size_t>(layout.sequences()));
+    std::iota(all.begin(), all.end(), 0);
+    run_rank_guarded(*transport_, all, steps, layout, cache, options, out);
+    return out;
+  }
+  // Threads: sequences to the rank with the fewest new tokens so far (ties: lowest rank).
   std::vector<int64_t> load(static_cast<size_t>(ranks_), 0);
   std::vector<std::vector<int64_t>> mine(static_cast<size_t>(ranks_));
   for (int64_t s = 0; s < layout.sequences(); ++s) {
@@ -77,35 +99,8 @@ ForwardOutput ExpertParallelRunner::forward(std::span<const SequenceStep> steps,
     mine[r].push_back(s);
     load[r] += layout.seq_begin[s + 1] - layout.seq_begin[s];
   }
-  const int micro = model_.options_.ep_overlap ? 2 : 1;
-  int64_t largest = 0;
-  for (int r = 0; r < ranks_; ++r) {
-    auto& parts = plan.micro[r];
-    parts.assign(static_cast<size_t>(micro), {});
-    int64_t taken = 0;
-    for (const int64_t s : mine[r]) {
-      // The first micro-batch takes sequences until it holds half of the rank's tokens.
-      const int part = micro == 2 && !parts[0].empty() && 2 * taken >= load[r] ? 1 : 0;
-      parts[part].push_back(s);
-      if (part == 0) taken += layout.seq_begin[s + 1] - layout.seq_begin[s];
-    }
-    for (const auto& p : parts) {
-      int64_t rows = 0;
-      for (const int64_t s : p) rows += layout.seq_begin[s + 1] - layout.seq_begin[s];
-      largest = std::max(largest, rows);
-    }
-  }
-  plan.chunks = std::max<int64_t>(1, (largest + kDispatchChunkTokens - 1) / kDispatchChunkTokens);
-  span.arg("chunks", plan.chunks);
-
-  ForwardOutput out;
-  const int64_t picked = options.all_logits ? layout.rows() : layout.sequences();
-  out.logits = Tensor::empty(DType::kF32, {picked, model_.config_.vocab_size});
-  if (options.record_routing)
-    for (const LayerWeights& l : model_.weights_.layers)
-      if (l.is_moe) out.routing.emplace_back(static_cast<size_t>(layout.rows()));
   try {
-    group_->run([&](ep::Transport& t) { run_rank(t, plan, steps, layout, cache, options, out); });
+    group_->run([&](ep::Transport& t) { run_rank(t, mine[t.rank()], steps, layout, cache, options, out); });
   } catch (...) {
     // A failed rank leaves the group's rounds out of step: start a fresh one for the next call.
     start_group();
@@ -114,9 +109,48 @@ ForwardOutput ExpertParallelRunner::forward(std::span<const SequenceStep> steps,
   return out;
 }
 
-void ExpertParallelRunner::run_rank(ep::Transport& t, const Plan& plan, std::span<const SequenceStep> steps,
-                                    const BatchLayout& layout, KvCache& cache, const ForwardOptions& options,
-                                    ForwardOutput& out) {
+void ExpertParallelRunner::run_rank_guarded(ep::Transport& t, const std::vector<int64_t>& sequences,
+                                            std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
+                                            const ForwardOptions& options, ForwardOutput& out) {
+  try {
+    run_rank(t, sequences, steps, layout, cache, options, out);
+  } catch (const std::exception& e) {
+    failed_ = true;
+    t.abort(e.what());  // the other processes stop waiting for this one
+    throw;
+  }
+}
+
+void ExpertParallelRunner::send_command(uint8_t command) {
+  if (failed_) raise(ErrorKind::kTimeout, "expert parallelism: a rank failed earlier; restart the ranks");
+  std::vector<std::byte> all(static_cast<size_t>(transport_->world_size()));
+  const std::byte mine{command};
+  transport_->all_gather({&mine, 1}, all);
+}
+
+void ExpertParallelRunner::follow(KvCache& cache) {
+  CACHALOT_CHECK_ARG(transport_ && transport_->rank() != 0, "follow(): only EP ranks other than 0 follow");
+  const std::vector<SequenceStep> none;
+  const BatchLayout empty = make_layout(none, model_.config_.max_position_embeddings);
+  for (;;) {
+    std::vector<std::byte> all(static_cast<size_t>(transport_->world_size()));
+    const std::byte mine{0};
+    transport_->all_gather({&mine, 1}, all);
+    if (static_cast<uint8_t>(all[0]) != kCommandForward) return;
+    ForwardOutput unused;
+    run_rank_guarded(*transport_, {}, none, empty, cache, {}, unused);
+  }
+}
+
+void ExpertParallelRunner::release_followers() {
+  if (!transport_ || transport_->rank() != 0 || failed_ || released_) return;
+  released_ = true;
+  send_command(kCommandStop);
+}
+
+void ExpertParallelRunner::run_rank(ep::Transport& t, const std::vector<int64_t>& sequences,
+                                    std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
+                                    const ForwardOptions& options, ForwardOutput& out) {
   const int rank = t.rank();
   if (!buffers_[rank]) buffers_[rank] = std::make_unique<ep::Buffer>(t);
   ep::Buffer& buffer = *buffers_[rank];
@@ -124,22 +158,34 @@ void ExpertParallelRunner::run_rank(ep::Transport& t, const Plan& plan, std::spa
   const Precision p = model_.options_.precision;
   const int64_t hidden = c.hidden_size;
 
-  std::vector<MicroBatch> mbs(plan.micro[rank].size());
-  for (size_t i = 0; i < mbs.size(); ++i) {
-    MicroBatch& mb = mbs[i];
-    mb.sequences = plan.micro[rank][i];
+  // The rank's sequences in one or two micro-batches: the first takes sequences until it holds
+  // half of the rank's new tokens.
+  auto tokens_of = [&](int64_t s) { return layout.seq_begin[s + 1] - layout.seq_begin[s]; };
+  int64_t total = 0;
+  for (const int64_t s : sequences) total += tokens_of(s);
+  std::vector<MicroBatch> mbs(model_.options_.ep_overlap ? 2 : 1);
+  int64_t taken = 0;
+  for (const int64_t s : sequences) {
+    const int part = mbs.size() == 2 && !mbs[0].sequences.empty() && 2 * taken >= total ? 1 : 0;
+    mbs[part].sequences.push_back(s);
+    if (part == 0) taken += tokens_of(s);
+  }
+  int64_t largest = 0;
+  for (MicroBatch& mb : mbs) {
     for (const int64_t s : mb.sequences) mb.steps.push_back(steps[s]);
     if (mb.steps.empty()) continue;
     mb.layout = make_layout(mb.steps, c.max_position_embeddings);
     mb.rows = mb.layout.rows();
+    largest = std::max(largest, mb.rows);
     mb.h = model_.embed(mb.steps, mb.rows);
     mb.x = Tensor::empty(DType::kF32, {mb.rows, hidden});
   }
+  // Every rank runs as many dispatch rounds per layer as the busiest micro-batch needs.
+  std::vector<int64_t> all_largest(static_cast<size_t>(t.world_size()));
+  t.all_gather(std::as_bytes(std::span(&largest, 1)), std::as_writable_bytes(std::span(all_largest)));
+  const int64_t busiest = *std::max_element(all_largest.begin(), all_largest.end());
+  const int64_t chunks = std::max<int64_t>(1, (busiest + kDispatchChunkTokens - 1) / kDispatchChunkTokens);
 
-  auto norm = [&](MicroBatch& mb, const Tensor& weight) {
-    rms_norm(mb.h.data<float>(), weight.data<float>(), mb.rows, hidden, c.rms_norm_eps, mb.x.mutable_data<float>());
-    round_activations(p, mb.x);
-  };
   int64_t moe_index = 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     trace::Span layer_span("layer", "model");
@@ -148,24 +194,22 @@ void ExpertParallelRunner::run_rank(ep::Transport& t, const Plan& plan, std::spa
     if (!layer.is_moe) {
       for (MicroBatch& mb : mbs) {
         if (mb.rows == 0) continue;
-        norm(mb, layer.attn_norm);
+        normalize(mb, layer.attn_norm);
         model_.add_residual(mb.h, model_.attention_[l].forward(mb.x, mb.layout, cache.layers[l]));
-        norm(mb, layer.ffn_norm);
+        normalize(mb, layer.ffn_norm);
         model_.add_residual(mb.h, mlp_forward(layer.mlp, mb.x, p));
       }
       continue;
     }
-    moe_layer(buffer, rank, l, plan.chunks, mbs, cache.layers[l]);
+    moe_layer(buffer, rank, l, chunks, mbs, cache.layers[l]);
     if (options.record_routing) {
       for (const MicroBatch& mb : mbs) {
         int64_t local = 0;
-        for (size_t i = 0; i < mb.sequences.size(); ++i) {
-          const int64_t s = mb.sequences[i], n = layout.seq_begin[s + 1] - layout.seq_begin[s];
-          for (int64_t j = 0; j < n; ++j, ++local) {
+        for (const int64_t s : mb.sequences)
+          for (int64_t j = 0; j < tokens_of(s); ++j, ++local) {
             const auto first = mb.routing.experts.begin() + local * mb.routing.k;
             out.routing[moe_index][layout.seq_begin[s] + j].assign(first, first + mb.routing.k);
           }
-        }
       }
     }
     ++moe_index;
@@ -191,6 +235,12 @@ void ExpertParallelRunner::run_rank(ep::Transport& t, const Plan& plan, std::spa
   }
 }
 
+void ExpertParallelRunner::normalize(MicroBatch& mb, const Tensor& weight) const {
+  const ModelConfig& c = model_.config_;
+  rms_norm(mb.h.data<float>(), weight.data<float>(), mb.rows, c.hidden_size, c.rms_norm_eps, mb.x.mutable_data<float>());
+  round_activations(model_.options_.precision, mb.x);
+}
+
 void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, int64_t chunks, std::vector<MicroBatch>& mbs,
                                      mla::PagedKvCache& layer_cache) const {
   const ModelConfig& c = model_.config_;
@@ -199,10 +249,6 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
   const MoeLayer& shard = shards_[rank][l];
   const int64_t hidden = c.hidden_size, k = c.num_experts_per_tok;
   const bool fp8 = shard.takes_fp8();
-  auto norm = [&](MicroBatch& mb, const Tensor& weight) {
-    rms_norm(mb.h.data<float>(), weight.data<float>(), mb.rows, hidden, c.rms_norm_eps, mb.x.mutable_data<float>());
-    round_activations(p, mb.x);
-  };
 
   // Posts micro-batch mb's dispatch of rows [chunk * kDispatchChunkTokens, ...).
   auto post_dispatch = [&](MicroBatch& mb, int64_t chunk) {
@@ -249,9 +295,9 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
     MicroBatch& mb = mbs[i];
     mb.routing = Routing{k, {}, {}};
     if (mb.rows > 0) {
-      norm(mb, layer.attn_norm);
+      normalize(mb, layer.attn_norm);
       model_.add_residual(mb.h, model_.attention_[l].forward(mb.x, mb.layout, layer_cache));
-      norm(mb, layer.ffn_norm);
+      normalize(mb, layer.ffn_norm);
       mb.routing = shard.route_tokens(mb.x);
       if (fp8) mb.xq = gemm::quantize_activations(mb.x);
     }

@@ -14,6 +14,12 @@
 //   combine while the other's experts run (DeepSeek's two-micro-batch overlap).
 // - Rows go through dispatch in chunks of at most kDispatchChunkTokens per rank and micro-batch
 //   (every rank runs the same number of chunks), so the transport's slots have a fixed size.
+//
+// Ranks are threads of this process (ModelOptions::ep_ranks, the `local` transport), or, with
+// ModelOptions::ep_transport, processes (`shm`, `mpi`): then every process loads the model as one
+// rank holding only its experts, rank 0 calls forward() with all the sequences, and the others
+// call Model::follow(), which takes part in each of rank 0's forwards until rank 0's model is
+// destroyed (or release_followers()).
 #pragma once
 
 #include <cstdint>
@@ -29,20 +35,34 @@ namespace cachalot::model {
 
 inline constexpr int64_t kDispatchChunkTokens = 256;
 
+// Transport options (slot sizes) an EP group of `ranks` needs for this model: one dispatch
+// chunk of every rank, F32 both ways (exact mode), fits a slot.
+ep::TransportOptions expert_parallel_transport_options(const ModelConfig& config, int ranks);
+
 class ExpertParallelRunner {
  public:
   explicit ExpertParallelRunner(Model& model);
-  ~ExpertParallelRunner();
+  ~ExpertParallelRunner();  // rank 0 of a process group releases the followers
 
   ForwardOutput forward(std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
                         const ForwardOptions& options);
+  // Process mode, ranks other than 0: take part in every forward rank 0 runs, until it stops.
+  void follow(KvCache& cache);
+  // Process mode, rank 0: tells the followers to return from follow().
+  void release_followers();
 
  private:
-  struct Plan;
   struct MicroBatch;
+  static constexpr uint8_t kCommandStop = 0, kCommandForward = 1;
 
-  void run_rank(ep::Transport& t, const Plan& plan, std::span<const SequenceStep> steps, const BatchLayout& layout,
-                KvCache& cache, const ForwardOptions& options, ForwardOutput& out);
+  // Runs `sequences` (indices into steps) as this rank: its micro-batches through every layer,
+  // their logits (and routing) written into out at the sequences' places.
+  void run_rank(ep::Transport& t, const std::vector<int64_t>& sequences, std::span<const SequenceStep> steps,
+                const BatchLayout& layout, KvCache& cache, const ForwardOptions& options, ForwardOutput& out);
+  void run_rank_guarded(ep::Transport& t, const std::vector<int64_t>& sequences, std::span<const SequenceStep> steps,
+                        const BatchLayout& layout, KvCache& cache, const ForwardOptions& options, ForwardOutput& out);
+  void send_command(uint8_t command);
+  void normalize(MicroBatch& mb, const Tensor& weight) const;
   // One MoE layer over the rank's micro-batches: route, dispatch, local experts, combine, shared.
   void moe_layer(ep::Buffer& buffer, int rank, int64_t layer, int64_t chunks, std::vector<MicroBatch>& mbs,
                  mla::PagedKvCache& layer_cache) const;
@@ -50,6 +70,8 @@ class ExpertParallelRunner {
 
   const Model& model_;
   int ranks_;
+  std::shared_ptr<ep::Transport> transport_;         // process mode: this process's rank
+  bool failed_ = false, released_ = false;
   std::vector<std::vector<MoeLayer>> shards_;        // [rank][layer]; empty for dense layers
   std::vector<int32_t> log2phy_;                     // logical expert -> physical expert
   std::unique_ptr<ep::LocalRanks> group_;

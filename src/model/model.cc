@@ -47,11 +47,21 @@ Model::Model(ModelConfig config, ModelOptions options, Checkpoint checkpoint)
     attention_.emplace_back(config_, layer.attn, p);
     if (!layer.is_moe)
       prepare_mlp(layer.mlp, p);
-    else if (options_.ep_ranks <= 1)
+    else if (options_.ep_ranks <= 1 && !options_.ep_transport)
       moe_[l] = MoeLayer(config_, layer.moe, p);
   }
   weights_.lm_head.prepare(p, /*keep_fp32_output=*/true);
-  if (options_.ep_ranks > 1) ep_ = std::make_unique<ExpertParallelRunner>(*this);
+  if (options_.ep_ranks > 1 || options_.ep_transport) ep_ = std::make_unique<ExpertParallelRunner>(*this);
+}
+
+void Model::follow() const {
+  CACHALOT_CHECK_ARG(options_.ep_transport != nullptr, "follow(): the model was not loaded as an EP process rank");
+  KvCache none = make_kv_cache(0);
+  ep_->follow(none);
+}
+
+void Model::release_followers() const {
+  if (ep_) ep_->release_followers();
 }
 
 Model::~Model() = default;

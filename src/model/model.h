@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/safetensors.h"
+#include "ep/transport.h"
 #include "mla/paged_kv_cache.h"
 #include "model/attention.h"
 #include "model/config.h"
@@ -36,6 +37,8 @@ struct ModelOptions {
   // shared experts, and MoE layers dispatch/combine the rows through ep::Buffer (FP8 rows in
   // fast mode, F32 in exact mode). See expert_parallel.h.
   int ep_ranks = 1;
+  // Ranks as processes instead: this process's transport (shm or mpi); ep_ranks is ignored.
+  std::shared_ptr<ep::Transport> ep_transport;
   // Two micro-batches per rank, so one's dispatch/combine is in flight while the other computes.
   // Off by default: on CPUs with fewer cores than ranks it measured slower (docs/ep.md).
   bool ep_overlap = false;
@@ -81,6 +84,12 @@ class Model {
   int64_t kv_bytes_per_token() const;
 
   ForwardOutput forward(std::span<const SequenceStep> steps, KvCache& cache, const ForwardOptions& options = {}) const;
+
+  // With ModelOptions::ep_transport, on ranks other than 0: takes part in every forward rank 0
+  // runs and returns when rank 0's model is released (docs/ep.md).
+  void follow() const;
+  // Rank 0 of a process group: lets the followers return (also done when the model is destroyed).
+  void release_followers() const;
 
   ~Model();
 

@@ -1,8 +1,11 @@
 // `cachalot generate` and `cachalot init` end to end: the golden greedy continuation of the
-// tiny-dsv3 fixture from the command line, a random checkpoint that loads and generates, and
-// clear one-line errors for bad input.
+// tiny-dsv3 fixture from the command line (also with expert parallelism over threads, shm
+// processes and mpirun), a random checkpoint that loads and generates, and clear one-line
+// errors for bad input.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -44,6 +47,39 @@ TEST(ModelCli, ExpertParallelGenerateMatchesOneRankInExactMode) {
       ASSERT_EQ(r.exit_code, 0) << r.err;
       EXPECT_EQ(nlohmann::json::parse(r.out).at("output_ids"), golden.at("greedy_continuation")) << "--ep " << ep << " " << overlap;
     }
+}
+
+TEST(ModelCli, ExpertParallelGenerateOverProcesses) {
+  CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
+  std::ifstream in(dir + "/golden.json");
+  const auto golden = nlohmann::json::parse(in).at("cases").at(0);
+  std::string ids;
+  for (const auto& id : golden.at("prompt")) ids += (ids.empty() ? "" : ",") + std::to_string(id.get<int>());
+  const std::vector<std::string> args = {"generate", "--model", dir, "--prompt-ids", ids, "--max-tokens", "12",
+                                         "--precision", "exact", "--ignore-eos", "--json"};
+  // Four processes over shared memory.
+  std::vector<std::string> shm = args;
+  for (const char* a : {"--ep", "4", "--ep-transport", "shm", "--ep-overlap", "on"}) shm.push_back(a);
+  const auto r = run_cachalot(shm);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("output_ids"), golden.at("greedy_continuation"));
+  // Two MPI processes (only rank 0 prints).
+  std::string cmd = std::string(geteuid() == 0 ? "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " : "") +
+                    "ASAN_OPTIONS=detect_leaks=0 mpirun --oversubscribe --mca btl self,vader -np 2 " +
+                    testing::cachalot_binary();
+  for (const std::string& a : args) cmd += " " + a;
+  cmd += " --ep-transport mpi 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  while (fgets(buf, sizeof(buf), p) != nullptr) out += buf;
+  ASSERT_EQ(pclose(p), 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(out).at("output_ids"), golden.at("greedy_continuation"));
+  // Without mpirun, and serve over processes: refused with one line.
+  std::vector<std::string> no_mpirun = args;
+  no_mpirun.insert(no_mpirun.end(), {"--ep-transport", "mpi"});
+  EXPECT_EQ(run_cachalot(no_mpirun).exit_code, 2);
 }
 
 TEST(ModelCli, InitWritesACheckpointThatGenerates) {

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "ep/launch.h"
 #include "model/model.h"
 #include "tests/model/golden.h"
 #include "tests/support/test_support.h"
@@ -130,6 +131,25 @@ TEST(ExpertParallel, FastModeAgreesWithTheReferenceAndOneRank) {
     row += n;
   }
   EXPECT_GE(double(agree_single) / row, 0.85);
+}
+
+// Ranks as processes over shared memory: rank 0 drives the same batch, the others follow.
+TEST(ExpertParallel, ProcessesOverShmMatchOneRank) {
+  CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
+  const auto prompts = golden_prompts(dir);
+  const auto expected = run_batch(*Model::load(dir, {.precision = Precision::kExact}), prompts, 4).greedy;
+  for (const int ranks : {2, 4}) {
+    ep::TransportOptions o;
+    o.slot_bytes = 8 << 20;
+    o.timeout = std::chrono::seconds(60);
+    const std::vector<int> status = ep::run_shm_ranks(ranks, o, [&](ep::Transport& t) {
+      const std::shared_ptr<ep::Transport> borrowed(&t, [](ep::Transport*) {});
+      const auto m = Model::load(dir, {.precision = Precision::kExact, .ep_transport = borrowed, .ep_overlap = true});
+      if (t.rank() != 0) return m->follow();
+      if (run_batch(*m, prompts, 4).greedy != expected) throw Error(ErrorKind::kInternal, "greedy tokens differ");
+    });
+    for (int r = 0; r < ranks; ++r) EXPECT_EQ(ep::describe_exit_status(status[r]), "exited 0") << ranks << " ranks, rank " << r;
+  }
 }
 
 TEST(ExpertParallel, ExpertsThatDoNotSplitEvenlyAreRefused) {

@@ -54,6 +54,8 @@ std::string slurp(const std::string& path) {
 }
 }  // namespace
 
+std::string cachalot_binary() { return CACHALOT_TEST_BINARY; }
+
 CommandResult run_cachalot(const std::vector<std::string>& args, const std::string& stdin_text) {
   TempDir io;
   const std::string out_path = io.file("stdout"), err_path = io.file("stderr"), in_path = io.file("stdin");

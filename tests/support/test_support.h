@@ -42,6 +42,9 @@ struct CommandResult {
   std::string err;
 };
 
+// The path of the built cachalot binary.
+std::string cachalot_binary();
+
 // Runs the built cachalot binary with args (no shell) and stdin_text on its standard input,
 // capturing stdout and stderr.
 CommandResult run_cachalot(const std::vector<std::string>& args, const std::string& stdin_text = "");

@@ -1,0 +1,48 @@
+#include "apps/cachalot/model_flags.h"
+
+#include "core/error.h"
+#include "ep/launch.h"
+#include "ep/mpi_transport.h"
+#include "model/config.h"
+#include "model/expert_parallel.h"
+
+namespace cachalot::cli {
+
+void run_as_ep_leader(const ModelFlags& flags, const std::string& model_dir,
+                      const std::function<void(const model::ModelOptions&)>& leader) {
+  if (flags.ep_transport == "local") return leader(flags.options());
+  const model::ModelConfig config = model::load_config(model_dir);
+  auto as_rank = [&](const std::shared_ptr<ep::Transport>& t) {
+    model::ModelOptions o = flags.options();
+    o.ep_transport = t;
+    if (t->rank() == 0) return leader(o);
+    model::Model::load(model_dir, o)->follow();
+  };
+  if (flags.ep_transport == "shm") {
+    CACHALOT_CHECK_ARG(flags.ep >= 2, "--ep-transport shm needs --ep N with N >= 2 processes");
+    CACHALOT_CHECK_ARG(config.n_routed_experts % flags.ep == 0,
+                       "--ep {}: the model's {} routed experts do not split evenly over {} ranks", flags.ep,
+                       config.n_routed_experts, flags.ep);
+    const std::vector<int> status =
+        ep::run_shm_ranks(flags.ep, model::expert_parallel_transport_options(config, flags.ep), [&](ep::Transport& t) {
+          as_rank(std::shared_ptr<ep::Transport>(&t, [](ep::Transport*) {}));  // the launcher owns it
+        });
+    for (size_t r = 0; r < status.size(); ++r)
+      if (ep::describe_exit_status(status[r]) != "exited 0")
+        raise(ErrorKind::kInternal, "expert-parallel rank {} {} (its error is logged above)", r,
+              ep::describe_exit_status(status[r]));
+    return;
+  }
+  CACHALOT_CHECK_ARG(ep::launched_by_mpirun(), "--ep-transport mpi: start cachalot under mpirun -np N (N ranks)");
+  // Every process opens the transport before anything can fail, so no rank waits on one that left.
+  const int world = ep::mpirun_world_size();
+  CACHALOT_CHECK_ARG(world >= 1 && config.n_routed_experts % world == 0,
+                     "mpirun -np {}: the model's {} routed experts do not split evenly over {} ranks", world,
+                     config.n_routed_experts, world);
+  const std::shared_ptr<ep::Transport> t = ep::open_mpi_transport(model::expert_parallel_transport_options(config, world));
+  CACHALOT_CHECK_ARG(flags.ep == 1 || flags.ep == t->world_size(), "--ep {} with mpirun -np {}: leave --ep out or make them equal",
+                     flags.ep, t->world_size());
+  as_rank(t);
+}
+
+}  // namespace cachalot::cli
