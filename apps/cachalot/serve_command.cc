@@ -41,6 +41,8 @@ std::string default_name(const std::string& dir) {
   return p.filename().string();
 }
 
+void serve(Args& a, const model::ModelOptions& options);
+
 void run(Args a) {
   // SIGTERM/SIGINT only note themselves (any thread may run the handler: libraries such as
   // OpenBLAS start threads before main, so masks cannot route signals to one thread); a thread
@@ -54,10 +56,12 @@ void run(Args a) {
   sigaction(SIGINT, &action, nullptr);
 
   CACHALOT_CHECK_ARG(a.kv_cache_gb > 0, "--kv-cache-gb must be positive, got {}", a.kv_cache_gb);
-  CACHALOT_CHECK_ARG(a.model.ep_transport == "local",
-                     "serve: --ep-transport {} is not supported yet; serve runs expert-parallel ranks as threads (local)",
-                     a.model.ep_transport);
-  std::shared_ptr<const model::Model> m = model::Model::load(a.model_dir, a.model.options());
+  // With --ep-transport shm|mpi this is rank 0 (the other ranks follow its forwards).
+  run_as_ep_leader(a.model, a.model_dir, [&](const model::ModelOptions& options) { serve(a, options); });
+}
+
+void serve(Args& a, const model::ModelOptions& options) {
+  std::shared_ptr<const model::Model> m = model::Model::load(a.model_dir, options);
   std::shared_ptr<const tokenizer::Tokenizer> tok;
   if (tokenizer::Tokenizer::present(a.model_dir)) {
     tok = std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::load(a.model_dir));
@@ -95,6 +99,9 @@ void run(Args a) {
       const auto grace = std::chrono::milliseconds(static_cast<int64_t>(a.shutdown_grace_s * 1000));
       engine.drain(grace);
       http.wait_responses(std::chrono::seconds(5));  // the last chunks and [DONE] go out
+      // A signal that came while the server was still starting: stop() only ends a running
+      // accept loop, so wait for it to run.
+      while (!http.running() && !served) std::this_thread::sleep_for(std::chrono::milliseconds(5));
       http.stop();
       return;
     }

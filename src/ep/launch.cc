@@ -1,5 +1,6 @@
 #include "ep/launch.h"
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +15,11 @@
 #include "ep/shared_memory_transport.h"
 
 namespace cachalot::ep {
+namespace {
+
+std::atomic<int> g_forward_signal{0};  // a signal run_shm_ranks's parent owes its ranks
+
+}  // namespace
 
 LocalRanks::LocalRanks(int world, const TransportOptions& options, std::string thread_name)
     : transports_(make_local_group(world, options)), errors_(static_cast<size_t>(world)) {
@@ -105,8 +111,23 @@ std::vector<int> run_shm_ranks(int world, const TransportOptions& options, const
     }
     pids.push_back(pid);
   }
+  // SIGTERM and SIGINT sent to this process go on to the ranks (a server's rank 0 drains on it).
+  g_forward_signal = 0;
+  struct sigaction forward {}, old_term {}, old_int {};
+  forward.sa_handler = [](int sig) { g_forward_signal = sig; };
+  sigemptyset(&forward.sa_mask);
+  sigaction(SIGTERM, &forward, &old_term);
+  sigaction(SIGINT, &forward, &old_int);
   std::vector<int> status(static_cast<size_t>(world), 0);
-  for (int r = 0; r < world; ++r) waitpid(pids[r], &status[r], 0);
+  for (int r = 0; r < world; ++r) {
+    while (waitpid(pids[r], &status[r], 0) < 0) {
+      if (errno != EINTR) break;
+      if (const int sig = g_forward_signal.exchange(0); sig != 0)
+        for (int other = r; other < world; ++other) kill(pids[other], sig);
+    }
+  }
+  sigaction(SIGTERM, &old_term, nullptr);
+  sigaction(SIGINT, &old_int, nullptr);
   return status;
 }
 

@@ -53,8 +53,9 @@ void run_local_ranks(int world, const TransportOptions& options, const std::func
 
 // Forks `world` processes; each joins a fresh shm group and runs body(transport), exiting 0 on
 // success, 1 if body threw (its message logged), or as the signal that killed it. The caller
-// waits for all and gets their exit statuses (as from waitpid). Fork from a process whose other
-// threads hold no locks the child needs (the global ThreadPool is fork-safe).
+// waits for all and gets their exit statuses (as from waitpid); SIGTERM or SIGINT it receives
+// meanwhile is passed on to every rank. Fork from a process whose other threads hold no locks
+// the child needs (the global ThreadPool is fork-safe).
 std::vector<int> run_shm_ranks(int world, const TransportOptions& options, const std::function<void(Transport&)>& body);
 
 // "exited 0", "exited 1", "killed by signal 9".

@@ -103,6 +103,8 @@ class MpiTransport final : public Transport {
     }
   }
 
+  void set_timeout(std::chrono::milliseconds timeout) override { options_.timeout = timeout; }
+
   void wait(int slot) override {
     Slot& s = slot_at(slot, rank_);
     CACHALOT_ASSERT(!s.requests.empty());

@@ -156,6 +156,8 @@ class SharedMemoryTransport final : public Transport {
     s.phase = Phase::kPosted;
   }
 
+  void set_timeout(std::chrono::milliseconds timeout) override { options_.timeout = timeout; }
+
   void wait(int slot) override {
     check_usable(slot, rank_);
     SlotState& s = slots_[slot];

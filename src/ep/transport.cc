@@ -7,7 +7,14 @@
 
 namespace cachalot::ep {
 
-void Transport::all_gather(std::span<const std::byte> mine, std::span<std::byte> out) {
+void Transport::all_gather(std::span<const std::byte> mine, std::span<std::byte> out, std::chrono::milliseconds timeout) {
+  // This round's waits (sending included) get `timeout`; the transport's own comes back after.
+  struct Restore {
+    Transport& t;
+    std::chrono::milliseconds saved;
+    ~Restore() { t.set_timeout(saved); }
+  } restore{*this, options().timeout};
+  set_timeout(timeout);
   const size_t n = mine.size(), world = static_cast<size_t>(world_size());
   CACHALOT_CHECK_ARG(n <= options().control_bytes, "ep all_gather: {} bytes per rank, the control slot holds {}", n,
                      options().control_bytes);

@@ -28,6 +28,7 @@
 namespace cachalot::ep {
 
 inline constexpr int kControlSlot = 2;
+inline constexpr std::chrono::milliseconds kNoDeadline{std::chrono::hours(24 * 365 * 10)};
 inline constexpr int kNumSlots = 3;
 
 struct TransportOptions {
@@ -53,6 +54,8 @@ class Transport {
   int node() const { return rank() / ranks_per_node(); }
   int num_nodes() const { return world_size() / ranks_per_node(); }
   virtual const TransportOptions& options() const = 0;
+  // How long each wait may last from now on (options().timeout changes with it).
+  virtual void set_timeout(std::chrono::milliseconds timeout) = 0;
 
   // Where to write `bytes` for `dst`, to land at `offset` of dst's area of `slot`. At most one
   // message per destination and round; a destination without a window gets an empty message.
@@ -72,7 +75,10 @@ class Transport {
 
   // All-gather over kControlSlot: out[r * mine.size() ...] = rank r's `mine` (same size on every
   // rank, at most options().control_bytes).
-  void all_gather(std::span<const std::byte> mine, std::span<std::byte> out);
+  void all_gather(std::span<const std::byte> mine, std::span<std::byte> out) { all_gather(mine, out, options().timeout); }
+  // The same with its own deadline: kNoDeadline for a rank that idles until a peer has work
+  // (it still notices a peer that failed or died).
+  void all_gather(std::span<const std::byte> mine, std::span<std::byte> out, std::chrono::milliseconds timeout);
   void barrier();
 };
 

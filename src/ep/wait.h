@@ -30,7 +30,7 @@ void wait_until(Ready&& ready, Check&& check, std::chrono::milliseconds timeout,
   using Clock = std::chrono::steady_clock;
   const Clock::time_point start = Clock::now(), deadline = start + timeout;
   Clock::time_point next_check = start;
-  for (int round = 0;; ++round) {
+  for (;;) {
     if (ready()) return;
     const Clock::time_point now = Clock::now();
     if (now >= next_check) {
@@ -41,10 +41,15 @@ void wait_until(Ready&& ready, Check&& check, std::chrono::milliseconds timeout,
       if (ready()) return;
       raise(ErrorKind::kTimeout, "ep: timed out after {} ms waiting for {}", timeout.count(), std::string(describe()));
     }
-    if (now - start < std::chrono::milliseconds(2))
+    // Yield at first, then sleep longer the longer the wait has lasted (an idle rank waiting for
+    // work should not keep a core busy).
+    const auto waited = now - start;
+    if (waited < std::chrono::milliseconds(2))
       sched_yield();
     else
-      std::this_thread::sleep_for(std::chrono::microseconds(round < 4096 ? 20 : 200));
+      std::this_thread::sleep_for(std::chrono::microseconds(waited < std::chrono::milliseconds(100) ? 20
+                                                            : waited < std::chrono::seconds(1)     ? 200
+                                                                                                   : 1000));
   }
 }
 

@@ -135,7 +135,8 @@ void ExpertParallelRunner::follow(KvCache& cache) {
   for (;;) {
     std::vector<std::byte> all(static_cast<size_t>(transport_->world_size()));
     const std::byte mine{0};
-    transport_->all_gather({&mine, 1}, all);
+    // Idle until rank 0 has work, however long that takes (a failed or dead rank 0 still ends it).
+    transport_->all_gather({&mine, 1}, all, ep::kNoDeadline);
     if (static_cast<uint8_t>(all[0]) != kCommandForward) return;
     ForwardOutput unused;
     run_rank_guarded(*transport_, {}, none, empty, cache, {}, unused);

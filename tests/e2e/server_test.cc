@@ -264,6 +264,20 @@ TEST(ServerExpertParallel, ConcurrentRequestsOverFourRanksMatchGenerate) {
   EXPECT_EQ(got, expected);
 }
 
+TEST(ServerExpertParallel, RanksAsProcessesOverShm) {
+  CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
+  ServerProcess server({"--model", dir, "--precision", "exact", "--kv-cache-gb", "0.05", "--ep", "2", "--ep-transport", "shm"});
+  const auto gen = testing::run_cachalot({"generate", "--model", dir, "--prompt-ids", ids_csv(prompt_of(30, 4)), "--max-tokens",
+                                          "8", "--precision", "exact", "--ignore-eos", "--json"});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  const json body = {{"model", "tiny-dsv3"}, {"prompt", prompt_of(30, 4)}, {"max_tokens", 8}, {"temperature", 0},
+                     {"ignore_eos", true}};
+  EXPECT_EQ(post_stream(server.port(), "/v1/completions", body).token_ids,
+            json::parse(gen.out).at("output_ids").get<std::vector<int32_t>>());
+  // SIGTERM reaches rank 0 through the launching process; every rank exits cleanly.
+  EXPECT_EQ(server.stop(), 0) << server.stderr_text();
+}
+
 TEST(ServerLimits, FullQueueIs429AndSigtermFinishesRequestsInFlight) {
   CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
   ServerProcess server({"--model", dir, "--max-running", "1", "--max-queue", "0", "--kv-cache-gb", "0.05"});

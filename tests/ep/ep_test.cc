@@ -96,6 +96,22 @@ TEST(EpFailure, ASilentRankTimesOut) {
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(10));
 }
 
+TEST(EpFailure, AnIdleRankWaitsPastTheTimeoutWithoutADeadline) {
+  TransportOptions o = small_options();
+  o.timeout = std::chrono::milliseconds(200);
+  run_local_ranks(2, o, [](Transport& t) {
+    std::byte mine{static_cast<unsigned char>(t.rank() + 1)};
+    std::vector<std::byte> all(2);
+    if (t.rank() == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(600));  // three timeouts' worth
+      t.all_gather({&mine, 1}, all);
+    } else {
+      t.all_gather({&mine, 1}, all, kNoDeadline);
+    }
+    if (all[0] != std::byte{1} || all[1] != std::byte{2}) throw Error(ErrorKind::kInternal, "all_gather mixed up");
+  });
+}
+
 TEST(EpFailure, AProcessThatDiesMidStepEndsTheStepOnTheOthers) {
   TransportOptions o = small_options();
   o.timeout = std::chrono::seconds(60);
