@@ -1,6 +1,7 @@
 // `cachalot bench ep`: dispatch/combine over the shm transport with DeepSeek-V3's shapes (hidden
 // 7168, top-8 of 256 experts), ranks as processes. Per rank: payload GB/s and latency of
-// normal-mode dispatch (FP8 or BF16) and combine (BF16), and of a low-latency round trip.
+// normal-mode dispatch (FP8 or BF16; in place, and into owned tensors) and combine (BF16), and of
+// a low-latency round trip.
 // Peers measured in the same run: every rank memcpy'ing the same number of bytes at the same
 // time (the copy a transfer cannot beat), and MPI_Alltoallv of the same per-destination byte
 // counts (mpirun started as a child: `cachalot bench ep --mpi-peer` is that child's job).
@@ -103,6 +104,7 @@ template <typename Fn> double seconds(Fn&& fn) {
 struct Figures {
   double dispatch_s, combine_s, memcpy_dispatch_s, memcpy_combine_s;
   double dispatch_bytes, combine_bytes;  // per rank, mean
+  double owned_dispatch_s;               // dispatch into owned tensors (a second copy)
 };
 
 Figures measure_normal(ep::Transport& t, const EpCase& c, int iterations) {
@@ -115,12 +117,14 @@ Figures measure_normal(ep::Transport& t, const EpCase& c, int iterations) {
   const Tensor weights = Tensor::zeros(DType::kF32, {c.tokens, kTopK});
   const ep::DispatchLayout layout = buffer.get_dispatch_layout(topk, kExperts);
 
-  std::vector<double> dispatch_s, combine_s, copy_d, copy_c;
+  std::vector<double> dispatch_s, combine_s, copy_d, copy_c, owned_s;
   double sent = 0, returned = 0;
   for (int i = 0; i <= iterations; ++i) {  // iteration 0 warms pages and caches up
     t.barrier();
+    const double owned = seconds([&] { buffer.dispatch(x, scales, topk, weights, layout); });
+    t.barrier();
     ep::DispatchResult r;
-    const double d = seconds([&] { r = buffer.dispatch(x, scales, topk, weights, layout); });
+    const double d = seconds([&] { r = buffer.dispatch(x, scales, topk, weights, layout, {.in_place = true}); });
     const Tensor out = Tensor::zeros(DType::kBF16, {r.x.size(0), kHidden});
     t.barrier();
     const double cb = seconds([&] { buffer.combine(out, r.handle); });
@@ -131,6 +135,7 @@ Figures measure_normal(ep::Transport& t, const EpCase& c, int iterations) {
     }
     dispatch_s.push_back(d);
     combine_s.push_back(cb);
+    owned_s.push_back(owned);
   }
   // The peer: the same bytes memcpy'd by every rank at once.
   std::vector<std::byte> src(static_cast<size_t>(std::max(sent, returned))), dst(src.size());
@@ -153,7 +158,10 @@ Figures measure_normal(ep::Transport& t, const EpCase& c, int iterations) {
     mean_returned += all[2 * r + 1] / t.world_size();
   }
   return {median(slowest_per_iteration(t, dispatch_s)), median(slowest_per_iteration(t, combine_s)),
-          median(slowest_per_iteration(t, copy_d)), median(slowest_per_iteration(t, copy_c)), mean_sent, mean_returned};
+          median(slowest_per_iteration(t, copy_d)),     median(slowest_per_iteration(t, copy_c)),
+          mean_sent,
+          mean_returned,
+          median(slowest_per_iteration(t, owned_s))};
 }
 
 // Low-latency round trip (FP8 dispatch, BF16 combine) of `tokens` per rank.
@@ -195,7 +203,7 @@ Figures measure_low_latency(ep::Transport& t, int64_t tokens, int iterations) {
     if (i > 0) copy_s.push_back(c);
   }
   return {median(slowest_per_iteration(t, dispatch_s)), median(slowest_per_iteration(t, combine_s)),
-          median(slowest_per_iteration(t, copy_s)), 0, sent, returned};
+          median(slowest_per_iteration(t, copy_s)), 0, sent, returned, 0};
 }
 
 // Runs `measure` on `world` shm processes and returns rank 0's figures.
@@ -333,6 +341,8 @@ void run_ep(const Options& options, Reporter& reporter) {
       reporter.add(make_result("ep", "dispatch " + name, "bandwidth", gbs, "GB/s", "mpi-alltoallv", f.dispatch_bytes / s / 1e9, false));
     reporter.add(make_result("ep", "dispatch " + name, "latency", f.dispatch_s * 1e6, "us", "memcpy-same-bytes",
                              f.memcpy_dispatch_s * 1e6, true));
+    reporter.add(make_result("ep", "dispatch owned-result " + name, "bandwidth", f.dispatch_bytes / f.owned_dispatch_s / 1e9,
+                             "GB/s", "memcpy-same-bytes", copy, false));
     reporter.add(make_result("ep", "combine bf16 " + name, "bandwidth", f.combine_bytes / f.combine_s / 1e9, "GB/s",
                              "memcpy-same-bytes", f.combine_bytes / f.memcpy_combine_s / 1e9, false));
   }

@@ -133,10 +133,69 @@ MessageLayout dispatch_sections(int64_t rows, int64_t k, int64_t kb, size_t row_
 }
 enum DispatchSection { kSrcIndex, kTopkIdx, kTopkWeights, kScales, kRows };
 
+// Writes source token t's row i of a dispatch message (or of an in-place receive layout).
+struct RowWriter {
+  const std::vector<int32_t>& topk;
+  const Tensor& weights;
+  const Tensor& scales;
+  const std::byte* x;
+  int64_t k, kb, per;
+  size_t row_bytes;
+  void write(std::span<std::byte> m, const MessageLayout& s, int dst, int64_t t, int64_t i) const {
+    s.section<int32_t>(m, kSrcIndex)[i] = static_cast<int32_t>(t);
+    int32_t* idx = s.section<int32_t>(m, kTopkIdx) + i * k;
+    float* w = s.section<float>(m, kTopkWeights) + i * k;
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = topk[t * k + j];
+      idx[j] = e >= 0 && e / per == dst ? static_cast<int32_t>(e % per) : -1;
+      w[j] = weights.data<float>()[t * k + j];
+    }
+    if (kb > 0) std::copy_n(scales.data<float>() + t * kb, kb, s.section<float>(m, kScales) + i * kb);
+    std::memcpy(s.section<std::byte>(m, kRows) + static_cast<size_t>(i) * row_bytes, x + static_cast<size_t>(t) * row_bytes,
+                row_bytes);
+  }
+};
+
+// In-place dispatch over a transport that shares memory: returns recv_begin (rows received
+// from each source, as prefix sums).
+std::vector<int64_t> send_in_place(Transport& transport, int slot, const RowWriter& writer, const DispatchLayout& layout) {
+    const int world = transport.world_size(), me = transport.rank();
+  // Notify: every rank learns how many rows every rank sends to every rank, so each receiver's
+  // layout (sources in rank order) is known to all, and so is whether it fits.
+  std::vector<int32_t> counts(static_cast<size_t>(world * world));
+  transport.all_gather(std::as_bytes(std::span(layout.tokens_per_rank)), std::as_writable_bytes(std::span(counts)));
+  const size_t slot_bytes = transport.options().slot_bytes;
+  std::vector<int64_t> received(static_cast<size_t>(world), 0);
+  for (int dst = 0; dst < world; ++dst) {
+    for (int src = 0; src < world; ++src) received[dst] += counts[src * world + dst];
+    const size_t need = dispatch_sections(received[dst], writer.k, writer.kb, writer.row_bytes).total();
+    if (need > slot_bytes)
+      raise(ErrorKind::kResourceExhausted,
+            "ep dispatch: rank {} would receive {} rows ({} bytes) in a {}-byte slot; raise the transport's slot_bytes "
+            "(Buffer::normal_slot_bytes sizes it)",
+            dst, received[dst], need, slot_bytes);
+  }
+  std::vector<int64_t> recv_begin(static_cast<size_t>(world) + 1, 0);
+  for (int src = 0; src < world; ++src) recv_begin[src + 1] = recv_begin[src] + counts[src * world + me];
+  for (int dst = 0; dst < world; ++dst) {
+    const MessageLayout s = dispatch_sections(received[dst], writer.k, writer.kb, writer.row_bytes);
+    int64_t row = 0;  // where my rows start among dst's: after those of lower ranks
+    for (int src = 0; src < me; ++src) row += counts[src * world + dst];
+    // Every sender's window spans the receiver's whole layout; each writes only its own rows.
+    const std::span<std::byte> m = transport.send_window(slot, dst, 0, s.total());
+    for (int64_t t = 0; t < layout.num_tokens; ++t)
+      if (layout.is_token_in_rank[t * world + dst]) writer.write(m, s, dst, t, row++);
+  }
+  const size_t mine = dispatch_sections(received[me], writer.k, writer.kb, writer.row_bytes).total();
+  transport.post(slot, std::vector<size_t>(static_cast<size_t>(world), 0), std::vector<size_t>(static_cast<size_t>(world), mine));
+  return recv_begin;
+}
+
 }  // namespace
 
 PendingNormalDispatch Buffer::dispatch_async(const Tensor& x, const Tensor& x_scales, const Tensor& topk_idx,
-                                             const Tensor& topk_weights, const DispatchLayout& layout) {
+                                             const Tensor& topk_weights, const DispatchLayout& layout,
+                                             const DispatchOptions& options) {
   trace::Span span("ep_dispatch_send", "ep");
   const int world = world_size();
   CACHALOT_CHECK_ARG(x.dim() == 2 && x.is_contiguous(), "ep dispatch: x must be contiguous [tokens, hidden], got {}",
@@ -160,9 +219,6 @@ PendingNormalDispatch Buffer::dispatch_async(const Tensor& x, const Tensor& x_sc
   span.arg("tokens", tokens).arg("hidden", hidden);
   const size_t row_bytes = static_cast<size_t>(hidden) * x.element_size();
 
-  // One message per destination: the tokens it holds an expert of, ascending.
-  std::vector<size_t> sizes(static_cast<size_t>(world));
-  for (int d = 0; d < world; ++d) sizes[d] = dispatch_sections(layout.tokens_per_rank[d], k, kb, row_bytes).total();
   PendingNormalDispatch p;
   p.buffer_ = this;
   p.slot_ = next_slot();
@@ -172,29 +228,22 @@ PendingNormalDispatch Buffer::dispatch_async(const Tensor& x, const Tensor& x_sc
   p.experts_per_rank_ = per;
   p.handle_.num_tokens = tokens;
   p.handle_.is_token_in_rank = layout.is_token_in_rank;
-  const auto* bytes = static_cast<const std::byte*>(x.raw_data());
+  const RowWriter writer{topk, topk_weights, x_scales, static_cast<const std::byte*>(x.raw_data()), k, kb, per, row_bytes};
+  if (options.in_place && transport_->shares_memory()) {
+    p.in_place_ = true;
+    p.handle_.recv_begin = send_in_place(*transport_, p.slot_, writer, layout);
+    return p;
+  }
+  // One message per destination: the tokens it holds an expert of, ascending.
+  std::vector<size_t> sizes(static_cast<size_t>(world));
+  for (int d = 0; d < world; ++d) sizes[d] = dispatch_sections(layout.tokens_per_rank[d], k, kb, row_bytes).total();
   detail::send_messages(*transport_, p.slot_, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
     const int64_t rows = layout.tokens_per_rank[dst];
     const MessageLayout s = dispatch_sections(rows, k, kb, row_bytes);
     write_header(m, {MessageStatus::kOk, static_cast<uint32_t>(rows), 0, 0});
-    int32_t* src_index = s.section<int32_t>(m, kSrcIndex);
-    int32_t* idx = s.section<int32_t>(m, kTopkIdx);
-    float* w = s.section<float>(m, kTopkWeights);
-    float* scales = s.section<float>(m, kScales);
-    std::byte* out = s.section<std::byte>(m, kRows);
     int64_t i = 0;
-    for (int64_t t = 0; t < tokens; ++t) {
-      if (!layout.is_token_in_rank[t * world + dst]) continue;
-      src_index[i] = static_cast<int32_t>(t);
-      for (int64_t j = 0; j < k; ++j) {
-        const int32_t e = topk[t * k + j];
-        idx[i * k + j] = e >= 0 && e / per == dst ? static_cast<int32_t>(e % per) : -1;
-        w[i * k + j] = topk_weights.data<float>()[t * k + j];
-      }
-      if (fp8) std::copy_n(x_scales.data<float>() + t * kb, kb, scales + i * kb);
-      std::memcpy(out + static_cast<size_t>(i) * row_bytes, bytes + static_cast<size_t>(t) * row_bytes, row_bytes);
-      ++i;
-    }
+    for (int64_t t = 0; t < tokens; ++t)
+      if (layout.is_token_in_rank[t * world + dst]) writer.write(m, s, dst, t, i++);
     CACHALOT_ASSERT(i == rows);
   });
   post_regions(p.slot_);
@@ -209,11 +258,28 @@ DispatchResult PendingNormalDispatch::receive() {
   Transport& t = b.transport();
   const int world = t.world_size();
   t.wait(slot_);
-  b.check_overflow(slot_, "dispatch");
   const bool fp8 = dtype_ == DType::kF8E4M3;
   const int64_t hidden = hidden_, k = k_, kb = fp8 ? (hidden + 127) / 128 : 0;
   const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(dtype_);
   DispatchResult r;
+  if (in_place_) {
+    // The rows are where the senders put them: the result views the slot.
+    r.handle = std::move(handle_);
+    r.handle.slot_hint = slot_;
+    const int64_t n = r.handle.recv_begin.back();
+    const MessageLayout s = dispatch_sections(n, k, kb, row_bytes);
+    const std::span<const std::byte> m = t.received(slot_, 0);
+    r.x = Tensor::view(s.section<std::byte>(m, kRows), dtype_, {n, hidden}, nullptr);
+    if (fp8) r.scales = Tensor::view(s.section<float>(m, kScales), DType::kF32, {n, kb}, nullptr);
+    r.topk_idx = Tensor::view(s.section<int32_t>(m, kTopkIdx), DType::kI32, {n, k}, nullptr);
+    r.topk_weights = Tensor::view(s.section<float>(m, kTopkWeights), DType::kF32, {n, k}, nullptr);
+    r.src_index = Tensor::view(s.section<int32_t>(m, kSrcIndex), DType::kI32, {n}, nullptr);
+    r.tokens_per_local_expert.assign(static_cast<size_t>(experts_per_rank_), 0);
+    for (int64_t i = 0; i < n * k; ++i)
+      if (const int32_t e = r.topk_idx.data<int32_t>()[i]; e >= 0) ++r.tokens_per_local_expert[e];
+    return r;
+  }
+  b.check_overflow(slot_, "dispatch");
   r.handle = std::move(handle_);
   r.handle.slot_hint = slot_;
   r.handle.recv_begin.assign(static_cast<size_t>(world) + 1, 0);

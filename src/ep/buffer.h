@@ -51,6 +51,9 @@ struct DispatchHandle {
   std::vector<int64_t> recv_begin;         // [world + 1]: received rows from each source
 };
 
+// Normal dispatch's receive side. With DispatchOptions::in_place (and a transport that shares
+// memory) the tensors are read-only views into the Buffer's receive slot, valid until the
+// operation after next on this Buffer (the slot's next round); otherwise they are owned.
 struct DispatchResult {
   Tensor x;             // [recv, H], the dtype sent (F32, BF16 or F8_E4M3)
   Tensor scales;        // F32 [recv, ceil(H/128)] when FP8 was sent
@@ -77,6 +80,13 @@ struct LowLatencyRecv {
   LowLatencyHandle handle;
 };
 
+struct DispatchOptions {
+  // Senders write each row straight to its final place in the receiver's slot (token counts
+  // are all-gathered first, as DeepEP's notify step does) and the result views the slot: one
+  // copy instead of two. Used only when the transport shares memory (local, shm).
+  bool in_place = false;
+};
+
 class Buffer;
 
 // A normal-mode dispatch or combine whose sends are out; receive() waits for the messages to
@@ -91,7 +101,8 @@ class PendingNormalDispatch {
   int slot_ = -1;
   DType dtype_ = DType::kF32;
   int64_t hidden_ = 0, k_ = 0, experts_per_rank_ = 0;
-  DispatchHandle handle_;
+  bool in_place_ = false;
+  DispatchHandle handle_;  // in place: recv_begin is known at send time
 };
 
 class PendingNormalCombine {
@@ -147,11 +158,12 @@ class Buffer {
   DispatchLayout get_dispatch_layout(const Tensor& topk_idx, int64_t num_experts) const;
   // x F32/BF16 [T, H], or F8_E4M3 with x_scales F32 [T, ceil(H/128)]; topk_weights F32 [T, K].
   DispatchResult dispatch(const Tensor& x, const Tensor& x_scales, const Tensor& topk_idx, const Tensor& topk_weights,
-                          const DispatchLayout& layout) {
-    return dispatch_async(x, x_scales, topk_idx, topk_weights, layout).receive();
+                          const DispatchLayout& layout, const DispatchOptions& options = {}) {
+    return dispatch_async(x, x_scales, topk_idx, topk_weights, layout, options).receive();
   }
   PendingNormalDispatch dispatch_async(const Tensor& x, const Tensor& x_scales, const Tensor& topk_idx,
-                                       const Tensor& topk_weights, const DispatchLayout& layout);
+                                       const Tensor& topk_weights, const DispatchLayout& layout,
+                                       const DispatchOptions& options = {});
   // expert_out F32 or BF16 [recv, H] -> F32 [T, H].
   Tensor combine(const Tensor& expert_out, const DispatchHandle& handle) { return combine_async(expert_out, handle).receive(); }
   PendingNormalCombine combine_async(const Tensor& expert_out, const DispatchHandle& handle);

@@ -71,6 +71,7 @@ class MpiTransport final : public Transport {
   int world_size() const override { return world_; }
   int ranks_per_node() const override { return options_.ranks_per_node; }
   const TransportOptions& options() const override { return options_; }
+  bool shares_memory() const override { return false; }
 
   std::span<std::byte> send_window(int slot, int dst, size_t offset, size_t bytes) override {
     Slot& s = slot_at(slot, dst);

@@ -118,6 +118,7 @@ class SharedMemoryTransport final : public Transport {
   int world_size() const override { return world_; }
   int ranks_per_node() const override { return options_.ranks_per_node; }
   const TransportOptions& options() const override { return options_; }
+  bool shares_memory() const override { return true; }
 
   std::span<std::byte> send_window(int slot, int dst, size_t offset, size_t bytes) override {
     check_usable(slot, dst);

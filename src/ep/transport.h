@@ -54,6 +54,9 @@ class Transport {
   int node() const { return rank() / ranks_per_node(); }
   int num_nodes() const { return world_size() / ranks_per_node(); }
   virtual const TransportOptions& options() const = 0;
+  // True when send windows are the receiver's memory itself (local, shm): several senders may
+  // then hold windows over the same range of a receiver's slot and write disjoint parts of it.
+  virtual bool shares_memory() const = 0;
   // How long each wait may last from now on (options().timeout changes with it).
   virtual void set_timeout(std::chrono::milliseconds timeout) = 0;
 

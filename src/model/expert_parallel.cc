@@ -10,6 +10,13 @@
 #include "gemm/quantize.h"
 
 namespace cachalot::model {
+namespace {
+
+// Received rows are used where the senders wrote them (shm/local ranks): the experts read them
+// before this micro-batch's combine reuses the slot.
+constexpr ep::DispatchOptions kInPlace{.in_place = true};
+
+}  // namespace
 
 // A rank's micro-batch as it goes through the layers.
 struct ExpertParallelRunner::MicroBatch {
@@ -262,13 +269,15 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
     }
     const ep::DispatchLayout dl = buffer.get_dispatch_layout(topk, c.n_routed_experts);
     if (fp8 && n > 0)
-      mb.dispatch = buffer.dispatch_async(mb.xq.data.slice(0, lo, hi), mb.xq.scales.slice(0, lo, hi), topk, weights, dl);
+      mb.dispatch = buffer.dispatch_async(mb.xq.data.slice(0, lo, hi), mb.xq.scales.slice(0, lo, hi), topk, weights, dl,
+                                          kInPlace);
     else if (fp8)
       mb.dispatch = buffer.dispatch_async(Tensor::empty(DType::kF8E4M3, {0, hidden}),
-                                          Tensor::empty(DType::kF32, {0, gemm::ceil_div(hidden, 128)}), topk, weights, dl);
+                                          Tensor::empty(DType::kF32, {0, gemm::ceil_div(hidden, 128)}), topk, weights, dl,
+                                          kInPlace);
     else
       mb.dispatch = buffer.dispatch_async(n > 0 ? mb.x.slice(0, lo, hi) : Tensor::empty(DType::kF32, {0, hidden}), Tensor(),
-                                          topk, weights, dl);
+                                          topk, weights, dl, kInPlace);
   };
   // Receives mb's dispatch, runs the held experts and posts the combine.
   auto run_experts = [&](MicroBatch& mb) {

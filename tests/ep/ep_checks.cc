@@ -123,8 +123,8 @@ void expect_close_to_weighted_x(const RankData& d, int64_t t, bool fp8, const fl
 
 std::string Case::name() const {
   static const char* names[] = {"random", "skewed", "first-rank-only", "one-rank-each", "with-holes"};
-  return fmt::format("{} seed={} tokens={} hidden={} k={} experts/rank={}{}", names[static_cast<int>(routing)], seed, tokens,
-                     hidden, k, experts_per_rank, fp8 ? " fp8" : "");
+  return fmt::format("{} seed={} tokens={} hidden={} k={} experts/rank={}{}{}", names[static_cast<int>(routing)], seed,
+                     tokens, hidden, k, experts_per_rank, fp8 ? " fp8" : "", in_place ? " in-place" : "");
 }
 
 void normal_roundtrip(Transport& t, const Case& c) {
@@ -163,8 +163,9 @@ void normal_roundtrip(Transport& t, const Case& c) {
     expect(layout.tokens_per_expert[e] == n, "{}: tokens_per_expert[{}]", c.name(), e);
   }
 
-  const DispatchResult r = c.fp8 ? buffer.dispatch(mine.q.data, mine.q.scales, mine.topk, mine.weights, layout)
-                                 : buffer.dispatch(mine.x, Tensor(), mine.topk, mine.weights, layout);
+  const DispatchOptions options{.in_place = c.in_place};
+  const DispatchResult r = c.fp8 ? buffer.dispatch(mine.q.data, mine.q.scales, mine.topk, mine.weights, layout, options)
+                                 : buffer.dispatch(mine.x, Tensor(), mine.topk, mine.weights, layout, options);
   // Every row against its source, in (source rank, token) order.
   std::vector<int32_t> local_count(static_cast<size_t>(per), 0);
   int64_t row = 0;
@@ -334,9 +335,11 @@ void all_cases(Transport& t) {
   single_token.tokens = 1;
   single_token.k = 8;
   cases.push_back(single_token);
-  for (const Case& c : cases) {
+  for (Case c : cases) {
     normal_roundtrip(t, c);
     low_latency_roundtrip(t, c);
+    c.in_place = true;
+    normal_roundtrip(t, c);
   }
 }
 
@@ -355,11 +358,20 @@ void overflow_then_recover(Transport& t) {
     raised = e.kind() == ErrorKind::kResourceExhausted && std::string(e.what()).find("slot_bytes") != std::string::npos;
   }
   expect(raised, "rank {}: an oversized dispatch did not fail with kResourceExhausted", t.rank());
+  raised = false;
+  try {
+    buffer.dispatch(x, Tensor(), topk, w, buffer.get_dispatch_layout(topk, experts), {.in_place = true});
+  } catch (const Error& e) {
+    raised = e.kind() == ErrorKind::kResourceExhausted && std::string(e.what()).find("slot_bytes") != std::string::npos;
+  }
+  expect(raised, "rank {}: an oversized in-place dispatch did not fail with kResourceExhausted", t.rank());
   Case c;
   c.tokens = 3;
   c.hidden = 64;
   c.k = 2;
   c.experts_per_rank = 2;
+  normal_roundtrip(t, c);
+  c.in_place = true;
   normal_roundtrip(t, c);
 }
 

@@ -29,6 +29,7 @@ struct Case {
   int64_t experts_per_rank = 4;
   Routing routing = Routing::kRandom;
   bool fp8 = false;
+  bool in_place = false;  // normal dispatch with DispatchOptions::in_place
   std::string name() const;
 };
 
