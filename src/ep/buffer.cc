@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "core/convert.h"
 #include "core/error.h"
@@ -65,6 +66,12 @@ void Buffer::post_regions(int slot) {
   std::vector<size_t> offset(world), max(world, region);
   for (size_t r = 0; r < world; ++r) offset[r] = r * region;
   transport_->post(slot, offset, max);
+}
+
+Transport& Buffer::complete_round(int slot, const char* what, bool has_headers) {
+  transport_->wait(slot);
+  if (has_headers) check_overflow(slot, what);
+  return *transport_;
 }
 
 void Buffer::check_overflow(int slot, const char* what) {
@@ -253,11 +260,8 @@ PendingNormalDispatch Buffer::dispatch_async(const Tensor& x, const Tensor& x_sc
 DispatchResult PendingNormalDispatch::receive() {
   CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a dispatch that was not posted or was received already");
   trace::Span span("ep_dispatch_recv", "ep");
-  Buffer& b = *buffer_;
-  buffer_ = nullptr;
-  Transport& t = b.transport();
+  Transport& t = std::exchange(buffer_, nullptr)->complete_round(slot_, "dispatch", /*has_headers=*/!in_place_);
   const int world = t.world_size();
-  t.wait(slot_);
   const bool fp8 = dtype_ == DType::kF8E4M3;
   const int64_t hidden = hidden_, k = k_, kb = fp8 ? (hidden + 127) / 128 : 0;
   const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(dtype_);
@@ -279,7 +283,6 @@ DispatchResult PendingNormalDispatch::receive() {
       if (const int32_t e = r.topk_idx.data<int32_t>()[i]; e >= 0) ++r.tokens_per_local_expert[e];
     return r;
   }
-  b.check_overflow(slot_, "dispatch");
   r.handle = std::move(handle_);
   r.handle.slot_hint = slot_;
   r.handle.recv_begin.assign(static_cast<size_t>(world) + 1, 0);
@@ -344,12 +347,8 @@ PendingNormalCombine Buffer::combine_async(const Tensor& expert_out, const Dispa
 Tensor PendingNormalCombine::receive() {
   CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a combine that was not posted or was received already");
   trace::Span span("ep_combine_recv", "ep");
-  Buffer& b = *buffer_;
-  buffer_ = nullptr;
-  Transport& t = b.transport();
+  Transport& t = std::exchange(buffer_, nullptr)->complete_round(slot_, "combine");
   const int world = t.world_size();
-  t.wait(slot_);
-  b.check_overflow(slot_, "combine");
   // Sum in rank order: token t's rows come from the ranks that hold it, in ascending order.
   const int64_t tokens = handle_.num_tokens, hidden = hidden_;
   Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});

@@ -193,6 +193,9 @@ class Buffer {
   void post_regions(int slot);
   // Raises on every rank if some message of this round reported an overflow.
   void check_overflow(int slot, const char* what);
+  // What every pending operation's receive() starts with: wait for the round on `slot`, then
+  // (messages with headers) check for overflow. Returns the transport.
+  Transport& complete_round(int slot, const char* what, bool has_headers = true);
 
   Transport* transport_;
   int slot_ = 0;

@@ -4,6 +4,7 @@
 // overlap other work with the transfer.
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "core/error.h"
 #include "core/trace.h"
@@ -106,12 +107,8 @@ PendingDispatch Buffer::low_latency_dispatch(const Tensor& x, const Tensor& topk
 LowLatencyRecv PendingDispatch::receive() {
   CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a dispatch that was not posted or was received already");
   trace::Span span("ep_ll_dispatch_recv", "ep");
-  Buffer& b = *buffer_;
-  buffer_ = nullptr;
-  Transport& t = b.transport();
+  Transport& t = std::exchange(buffer_, nullptr)->complete_round(slot_, "low_latency_dispatch");
   const int world = t.world_size();
-  t.wait(slot_);
-  b.check_overflow(slot_, "low_latency_dispatch");
   LowLatencyHandle& h = handle_;
   const int64_t per = h.num_experts / world, cap = static_cast<int64_t>(world) * h.max_tokens, hidden = h.hidden;
   const int64_t kb = fp8_ ? (hidden + 127) / 128 : 0;
@@ -185,12 +182,8 @@ PendingCombine Buffer::low_latency_combine(const Tensor& expert_out, const Tenso
 Tensor PendingCombine::receive() {
   CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a combine that was not posted or was received already");
   trace::Span span("ep_ll_combine_recv", "ep");
-  Buffer& b = *buffer_;
-  buffer_ = nullptr;
-  Transport& t = b.transport();
+  Transport& t = std::exchange(buffer_, nullptr)->complete_round(slot_, "low_latency_combine");
   const int world = t.world_size();
-  t.wait(slot_);
-  b.check_overflow(slot_, "low_latency_combine");
   const LowLatencyHandle& h = handle_;
   const int64_t tokens = h.num_tokens, k = h.topk_idx.size(1), hidden = h.hidden, per = h.num_experts / world;
   const std::vector<int32_t> topk(h.topk_idx.data<int32_t>(), h.topk_idx.data<int32_t>() + tokens * k);
