@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "core/convert.h"
+#include "core/vector_ops.h"
 #include "core/error.h"
 #include "core/trace.h"
 #include "ep/buffer_internal.h"
@@ -39,12 +40,12 @@ int64_t experts_per_rank(int64_t num_experts, int world, const char* what) {
   return num_experts / world;
 }
 
-void copy_row_as_f32(const Tensor& t, int64_t row, float* out) {
-  const int64_t h = t.size(-1);
-  if (t.dtype() == DType::kBF16)
-    convert(t.data<bf16>() + row * h, out, static_cast<size_t>(h));
+void add_row(float* y, const Tensor& rows, int64_t row, float w) {
+  const int64_t h = rows.size(-1);
+  if (rows.dtype() == DType::kBF16)
+    add_scaled(y, rows.data<bf16>() + row * h, w, static_cast<size_t>(h));
   else
-    std::copy_n(t.data<float>() + row * h, h, out);
+    add_scaled(y, rows.data<float>() + row * h, w, static_cast<size_t>(h));
 }
 
 }  // namespace detail
@@ -352,7 +353,6 @@ Tensor PendingNormalCombine::receive() {
   // Sum in rank order: token t's rows come from the ranks that hold it, in ascending order.
   const int64_t tokens = handle_.num_tokens, hidden = hidden_;
   Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
-  std::vector<float> row(static_cast<size_t>(hidden));
   for (int src = 0; src < world; ++src) {
     const std::span<const std::byte> m = t.received(slot_, src);
     const MessageHeader h = read_header(m);
@@ -361,9 +361,7 @@ Tensor PendingNormalCombine::receive() {
     for (int64_t tok = 0; tok < tokens; ++tok) {
       if (!handle_.is_token_in_rank[tok * world + src]) continue;
       CACHALOT_CHECK_ARG(i < h.rows, "ep combine: rank {} returned {} rows, fewer than it received", src, h.rows);
-      detail::copy_row_as_f32(rows, i++, row.data());
-      float* out = y.mutable_data<float>() + tok * hidden;
-      for (int64_t j = 0; j < hidden; ++j) out[j] += row[j];
+      detail::add_row(y.mutable_data<float>() + tok * hidden, rows, i++, 1.0f);
     }
     CACHALOT_CHECK_ARG(i == h.rows, "ep combine: rank {} returned {} rows for {} tokens", src, h.rows, i);
   }

@@ -188,7 +188,6 @@ Tensor PendingCombine::receive() {
   const int64_t tokens = h.num_tokens, k = h.topk_idx.size(1), hidden = h.hidden, per = h.num_experts / world;
   const std::vector<int32_t> topk(h.topk_idx.data<int32_t>(), h.topk_idx.data<int32_t>() + tokens * k);
   Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
-  std::vector<float> row(static_cast<size_t>(hidden));
   for (int dst = 0; dst < world; ++dst) {
     // The outputs come back in the order this rank sent the pairs.
     const std::vector<Pair> pairs = pairs_for(topk, k, dst, per);
@@ -196,12 +195,9 @@ Tensor PendingCombine::receive() {
     CACHALOT_CHECK_ARG(read_header(m).rows == pairs.size(), "ep low_latency_combine: rank {} returned {} rows for {} pairs",
                        dst, read_header(m).rows, pairs.size());
     const Tensor view = Tensor::view(m.data() + sizeof(MessageHeader), dtype_, {static_cast<int64_t>(pairs.size()), hidden}, nullptr);
-    for (size_t i = 0; i < pairs.size(); ++i) {
-      detail::copy_row_as_f32(view, static_cast<int64_t>(i), row.data());
-      const float w = topk_weights.data<float>()[pairs[i].token * k + pairs[i].slot];
-      float* out = y.mutable_data<float>() + pairs[i].token * hidden;
-      for (int64_t j = 0; j < hidden; ++j) out[j] += w * row[j];
-    }
+    for (size_t i = 0; i < pairs.size(); ++i)
+      detail::add_row(y.mutable_data<float>() + pairs[i].token * hidden, view, static_cast<int64_t>(i),
+                      topk_weights.data<float>()[pairs[i].token * k + pairs[i].slot]);
   }
   return y;
 }

@@ -1,6 +1,8 @@
 #include "core/thread_pool.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <stdexcept>
@@ -111,6 +113,23 @@ TEST(ThreadPool, RejectsBadArguments) {
   EXPECT_THROW(pool.parallel_for(0, 10, [](int64_t, int64_t, int) {}, Schedule::kStatic, 0), Error);
   EXPECT_GE(ThreadPool::global().num_threads(), 1);
   EXPECT_GE(available_cpus(), 1);
+}
+
+// A forked child (an shm EP rank) gets a global pool with live workers of its own.
+TEST(ThreadPool, GlobalPoolWorksInAForkedChild) {
+  std::atomic<int64_t> sum{0};
+  ThreadPool::global().parallel_for(0, 1000, [&](int64_t b, int64_t e, int) { sum += e - b; });
+  ASSERT_EQ(sum.load(), 1000);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::atomic<int64_t> child_sum{0};
+    ThreadPool::global().parallel_for(0, 1000, [&](int64_t b, int64_t e, int) { child_sum += e - b; }, Schedule::kDynamic);
+    _exit(child_sum.load() == 1000 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 }  // namespace
