@@ -72,6 +72,9 @@ struct LowLatencyHandle {
   std::vector<std::vector<int64_t>> rows_from;
 };
 
+// x, scales and src_info live in the Buffer and are reused: they are valid until the next
+// low-latency dispatch on the same slot (the operation after next), as in DeepEP. Only the first
+// count[e] rows of expert e are written.
 struct LowLatencyRecv {
   Tensor x;                    // [local_experts, W * max_tokens, H]: F8_E4M3 or the input dtype
   Tensor scales;               // F32 [local_experts, W * max_tokens, ceil(H/128)] with FP8
@@ -197,8 +200,13 @@ class Buffer {
   // (messages with headers) check for overflow. Returns the transport.
   Transport& complete_round(int slot, const char* what, bool has_headers = true);
 
+  // A tensor of this dtype and shape kept for `slot` (allocated once: a fresh one per call would
+  // fault in hundreds of MB of zeroed pages, which dominated low-latency receives).
+  Tensor reusable(int slot, int which, DType dtype, Dims shape);
+
   Transport* transport_;
   int slot_ = 0;
+  Tensor reusable_[2][3];  // [slot][x, scales, src_info] of low-latency receives
 };
 
 }  // namespace cachalot::ep

@@ -107,16 +107,17 @@ PendingDispatch Buffer::low_latency_dispatch(const Tensor& x, const Tensor& topk
 LowLatencyRecv PendingDispatch::receive() {
   CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a dispatch that was not posted or was received already");
   trace::Span span("ep_ll_dispatch_recv", "ep");
-  Transport& t = std::exchange(buffer_, nullptr)->complete_round(slot_, "low_latency_dispatch");
+  Buffer& b = *std::exchange(buffer_, nullptr);
+  Transport& t = b.complete_round(slot_, "low_latency_dispatch");
   const int world = t.world_size();
   LowLatencyHandle& h = handle_;
   const int64_t per = h.num_experts / world, cap = static_cast<int64_t>(world) * h.max_tokens, hidden = h.hidden;
   const int64_t kb = fp8_ ? (hidden + 127) / 128 : 0;
   const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(dtype_);
   LowLatencyRecv r;
-  r.x = Tensor::empty(dtype_, {per, cap, hidden});
-  if (fp8_) r.scales = Tensor::empty(DType::kF32, {per, cap, kb});
-  r.src_info = Tensor::empty(DType::kI32, {per, cap, 2});
+  r.x = b.reusable(slot_, 0, dtype_, {per, cap, hidden});
+  if (fp8_) r.scales = b.reusable(slot_, 1, DType::kF32, {per, cap, kb});
+  r.src_info = b.reusable(slot_, 2, DType::kI32, {per, cap, 2});
   r.count.assign(static_cast<size_t>(per), 0);
   h.rows_from.assign(static_cast<size_t>(world), {});
   auto* x = static_cast<std::byte*>(r.x.mutable_raw_data());
@@ -200,6 +201,12 @@ Tensor PendingCombine::receive() {
                       topk_weights.data<float>()[pairs[i].token * k + pairs[i].slot]);
   }
   return y;
+}
+
+Tensor Buffer::reusable(int slot, int which, DType dtype, Dims shape) {
+  Tensor& kept = reusable_[slot][which];
+  if (!kept.defined() || kept.dtype() != dtype || !(kept.shape() == shape)) kept = Tensor::empty(dtype, shape);
+  return kept;
 }
 
 size_t Buffer::low_latency_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t k, int64_t local_experts) {
