@@ -16,6 +16,13 @@ namespace {
 // before this micro-batch's combine reuses the slot.
 constexpr ep::DispatchOptions kInPlace{.in_place = true};
 
+// DeepSeek combines in BF16 (fast mode).
+Tensor to_bf16(const Tensor& x) {
+  Tensor b = Tensor::empty(DType::kBF16, x.shape());
+  convert(x.data<float>(), b.mutable_data<bf16>(), static_cast<size_t>(x.numel()));
+  return b;
+}
+
 }  // namespace
 
 // A rank's micro-batch as it goes through the layers.
@@ -30,6 +37,9 @@ struct ExpertParallelRunner::MicroBatch {
   Tensor y;                        // the MoE output being combined
   ep::PendingNormalDispatch dispatch;
   ep::PendingNormalCombine combine;
+  Tensor topk_weights;             // low-latency mode: combine weights them at the origin
+  ep::PendingDispatch ll_dispatch;
+  ep::PendingCombine ll_combine;
 };
 
 ExpertParallelRunner::ExpertParallelRunner(Model& model)
@@ -66,7 +76,10 @@ ExpertParallelRunner::~ExpertParallelRunner() {
 
 ep::TransportOptions expert_parallel_transport_options(const ModelConfig& c, int ranks) {
   ep::TransportOptions o;
-  o.slot_bytes = ep::Buffer::normal_slot_bytes(ranks, kDispatchChunkTokens, c.hidden_size, c.num_experts_per_tok, 4, 4);
+  o.slot_bytes = std::max(
+      ep::Buffer::normal_slot_bytes(ranks, kDispatchChunkTokens, c.hidden_size, c.num_experts_per_tok, 4, 4),
+      ep::Buffer::low_latency_slot_bytes(ranks, kLowLatencyMaxTokens, c.hidden_size, c.num_experts_per_tok,
+                                         c.n_routed_experts / ranks));
   o.timeout = std::chrono::seconds(100);
   return o;
 }
@@ -188,10 +201,19 @@ void ExpertParallelRunner::run_rank(ep::Transport& t, const std::vector<int64_t>
     mb.h = model_.embed(mb.steps, mb.rows);
     mb.x = Tensor::empty(DType::kF32, {mb.rows, hidden});
   }
-  // Every rank runs as many dispatch rounds per layer as the busiest micro-batch needs.
-  std::vector<int64_t> all_largest(static_cast<size_t>(t.world_size()));
-  t.all_gather(std::as_bytes(std::span(&largest, 1)), std::as_writable_bytes(std::span(all_largest)));
-  const int64_t busiest = *std::max_element(all_largest.begin(), all_largest.end());
+  // Every rank runs as many dispatch rounds per layer as the busiest micro-batch needs, and all
+  // use low-latency mode when every rank only decodes (one new token per sequence) within its cap.
+  const int64_t decode_only = std::all_of(sequences.begin(), sequences.end(), [&](int64_t s) { return tokens_of(s) == 1; });
+  const int64_t mine[2] = {largest, decode_only};
+  std::vector<int64_t> all(2 * static_cast<size_t>(t.world_size()));
+  t.all_gather(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(all)));
+  int64_t busiest = 0;
+  bool low_latency = model_.options_.ep_low_latency_decode;
+  for (int r = 0; r < t.world_size(); ++r) {
+    busiest = std::max(busiest, all[2 * r]);
+    low_latency = low_latency && all[2 * r + 1] != 0;
+  }
+  low_latency = low_latency && busiest <= kLowLatencyMaxTokens;
   const int64_t chunks = std::max<int64_t>(1, (busiest + kDispatchChunkTokens - 1) / kDispatchChunkTokens);
 
   int64_t moe_index = 0;
@@ -209,7 +231,7 @@ void ExpertParallelRunner::run_rank(ep::Transport& t, const std::vector<int64_t>
       }
       continue;
     }
-    moe_layer(buffer, rank, l, chunks, mbs, cache.layers[l]);
+    moe_layer(buffer, rank, l, low_latency ? 0 : chunks, mbs, cache.layers[l]);
     if (options.record_routing) {
       for (const MicroBatch& mb : mbs) {
         int64_t local = 0;
@@ -257,6 +279,9 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
   const MoeLayer& shard = shards_[rank][l];
   const int64_t hidden = c.hidden_size, k = c.num_experts_per_tok;
   const bool fp8 = shard.takes_fp8();
+  // chunks == 0: low-latency mode, one round of (token, expert) pairs into the masked layout.
+  const bool low_latency = chunks == 0;
+  if (low_latency) chunks = 1;
 
   // Posts micro-batch mb's dispatch of rows [chunk * kDispatchChunkTokens, ...).
   auto post_dispatch = [&](MicroBatch& mb, int64_t chunk) {
@@ -266,6 +291,12 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
     for (int64_t i = 0; i < n * k; ++i) {
       topk.mutable_data<int32_t>()[i] = log2phy_[mb.routing.experts[lo * k + i]];
       weights.mutable_data<float>()[i] = mb.routing.weights[lo * k + i];
+    }
+    if (low_latency) {
+      mb.topk_weights = weights;
+      mb.ll_dispatch = buffer.low_latency_dispatch(n > 0 ? mb.x : Tensor::empty(DType::kF32, {0, hidden}), topk,
+                                                   kLowLatencyMaxTokens, c.n_routed_experts, fp8);
+      return;
     }
     const ep::DispatchLayout dl = buffer.get_dispatch_layout(topk, c.n_routed_experts);
     if (fp8 && n > 0)
@@ -281,6 +312,14 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
   };
   // Receives mb's dispatch, runs the held experts and posts the combine.
   auto run_experts = [&](MicroBatch& mb) {
+    if (low_latency) {
+      ep::LowLatencyRecv recv = mb.ll_dispatch.receive();
+      trace::Span span("experts", "model");
+      Tensor out = shard.experts_forward_masked(recv.x, recv.scales, recv.count);
+      if (p == Precision::kFast) out = to_bf16(out);
+      mb.ll_combine = buffer.low_latency_combine(out, mb.topk_weights, recv.handle);
+      return;
+    }
     ep::DispatchResult recv = mb.dispatch.receive();
     trace::Span span("experts", "model");
     span.arg("rows", recv.x.size(0));
@@ -289,12 +328,7 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
     local.experts.assign(recv.topk_idx.data<int32_t>(), recv.topk_idx.data<int32_t>() + recv.topk_idx.numel());
     local.weights.assign(recv.topk_weights.data<float>(), recv.topk_weights.data<float>() + recv.topk_weights.numel());
     Tensor out = fp8 ? shard.experts_forward(recv.x, recv.scales, local) : shard.experts_forward(recv.x, local);
-    if (p == Precision::kFast) {
-      // DeepSeek combines in BF16.
-      Tensor b = Tensor::empty(DType::kBF16, out.shape());
-      convert(out.data<float>(), b.mutable_data<bf16>(), static_cast<size_t>(out.numel()));
-      out = b;
-    }
+    if (p == Precision::kFast) out = to_bf16(out);
     mb.combine = buffer.combine_async(out, recv.handle);
   };
 
@@ -322,7 +356,7 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
       if (chunk == 0) mb.y = Tensor::zeros(DType::kF32, {mb.rows, hidden});
       // The shared experts run while this micro-batch's combine is still in flight.
       const Tensor shared = last && mb.rows > 0 ? shard.shared_forward(mb.x) : Tensor();
-      const Tensor part = mb.combine.receive();
+      const Tensor part = low_latency ? mb.ll_combine.receive() : mb.combine.receive();
       const int64_t lo = std::min(mb.rows, chunk * kDispatchChunkTokens);
       CACHALOT_ASSERT(part.size(0) == std::min(mb.rows - lo, kDispatchChunkTokens));
       std::copy_n(part.data<float>(), part.numel(), mb.y.mutable_data<float>() + lo * hidden);

@@ -12,6 +12,9 @@
 // - With overlap on, a rank splits its sequences into two micro-batches and orders each MoE
 //   layer so that one micro-batch's dispatch is in flight while the other attends, and its
 //   combine while the other's experts run (DeepSeek's two-micro-batch overlap).
+// - Decode steps (every rank's sequences one new token each, at most kLowLatencyMaxTokens per
+//   micro-batch) use low-latency mode instead: one message per (token, expert) pair into the
+//   [local experts, W * cap, H] layout, the masked grouped GEMM over it, and a weighted combine.
 // - Rows go through dispatch in chunks of at most kDispatchChunkTokens per rank and micro-batch
 //   (every rank runs the same number of chunks), so the transport's slots have a fixed size.
 //
@@ -34,9 +37,12 @@
 namespace cachalot::model {
 
 inline constexpr int64_t kDispatchChunkTokens = 256;
+// Decode steps use low-latency mode when no rank's micro-batch has more tokens than this (the
+// cap DeepSeek's decode instances run with).
+inline constexpr int64_t kLowLatencyMaxTokens = 128;
 
 // Transport options (slot sizes) an EP group of `ranks` needs for this model: one dispatch
-// chunk of every rank, F32 both ways (exact mode), fits a slot.
+// chunk of every rank, F32 both ways (exact mode), and a low-latency round, fit a slot.
 ep::TransportOptions expert_parallel_transport_options(const ModelConfig& config, int ranks);
 
 class ExpertParallelRunner {

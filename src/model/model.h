@@ -42,6 +42,8 @@ struct ModelOptions {
   // Two micro-batches per rank, so one's dispatch/combine is in flight while the other computes.
   // Off by default: on CPUs with fewer cores than ranks it measured slower (docs/ep.md).
   bool ep_overlap = false;
+  // Decode steps through low-latency dispatch/combine (the masked layout); else normal mode.
+  bool ep_low_latency_decode = true;
 };
 
 // The model's KV cache: one paged cache per layer, all addressed by the same block ids.

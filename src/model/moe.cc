@@ -204,6 +204,47 @@ Tensor MoeLayer::experts_forward(const Tensor& xq, const Tensor& xs, const Routi
   return y;
 }
 
+Tensor MoeLayer::experts_forward_masked(const Tensor& x, const Tensor& scales, std::span<const int32_t> counts) const {
+  const int64_t experts = x.size(0), m = x.size(1), hidden = x.size(2);
+  CACHALOT_ASSERT(experts == slice_.count && static_cast<int64_t>(counts.size()) == experts);
+  Tensor out = Tensor::empty(DType::kF32, {experts, m, hidden});
+  auto valid = [&](Tensor& t, int64_t e) { return t.select(0, e).slice(0, 0, counts[e]); };
+  if (!grouped_) {
+    // Expert by expert on its valid rows (exact mode, BF16 experts).
+    for (int64_t e = 0; e < experts; ++e) {
+      if (counts[e] == 0) continue;
+      const Tensor ye = mlp_forward(w_->experts[slice_.first + e], x.select(0, e).slice(0, 0, counts[e]), precision_);
+      std::copy_n(ye.data<float>(), ye.numel(), valid(out, e).mutable_data<float>());
+    }
+    return out;
+  }
+  // The masked FP8 GEMMs compute only the valid rows of each expert (DeepGEMM's decode layout).
+  Tensor masked = Tensor::empty(DType::kI32, {experts});
+  std::copy(counts.begin(), counts.end(), masked.mutable_data<int32_t>());
+  const int64_t inter = gate_.n(), kb = gemm::ceil_div(inter, 128);
+  Tensor g = Tensor::empty(DType::kF32, {experts, m, inter}), u = Tensor::empty(DType::kF32, {experts, m, inter});
+  gemm::gemm_fp8_grouped_masked(x, scales, gate_, masked, g);
+  gemm::gemm_fp8_grouped_masked(x, scales, up_, masked, u);
+  Tensor hq = Tensor::empty(DType::kF8E4M3, {experts, m, inter}), hs = Tensor::empty(DType::kF32, {experts, m, kb});
+  for (int64_t e = 0; e < experts; ++e) {
+    if (counts[e] == 0) continue;
+    Tensor ge = valid(g, e), ue = valid(u, e);
+    round_activations(precision_, ge);
+    round_activations(precision_, ue);
+    swiglu(ge, ue, precision_);
+    const gemm::Fp8Tensor q = gemm::quantize_activations(ge);
+    std::copy_n(q.data.data<fp8_e4m3>(), q.data.numel(), valid(hq, e).mutable_data<fp8_e4m3>());
+    std::copy_n(q.scales.data<float>(), q.scales.numel(), valid(hs, e).mutable_data<float>());
+  }
+  gemm::gemm_fp8_grouped_masked(hq, hs, down_, masked, out);
+  for (int64_t e = 0; e < experts; ++e) {
+    if (counts[e] == 0) continue;
+    Tensor oe = valid(out, e);
+    round_activations(precision_, oe);
+  }
+  return out;
+}
+
 Tensor MoeLayer::shared_forward(const Tensor& x) const {
   return w_->has_shared ? mlp_forward(w_->shared, x, precision_) : Tensor();
 }

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/tensor.h"
@@ -61,6 +62,11 @@ class MoeLayer {
   Tensor experts_forward(const Tensor& x, const Routing& local) const;
   // The same on rows already quantized to FP8 with 1x128 scales (takes_fp8() layers only).
   Tensor experts_forward(const Tensor& x_fp8, const Tensor& x_scales, const Routing& local) const;
+  // The masked layout of low-latency dispatch: x [experts of the slice, M, hidden] (FP8 with
+  // scales [.., .., ceil(hidden/128)] when takes_fp8(), else F32), of which the first counts[e]
+  // rows of expert e are valid. Returns each valid row's expert output (unweighted), F32
+  // [experts, M, hidden]; other rows are left unset.
+  Tensor experts_forward_masked(const Tensor& x, const Tensor& scales, std::span<const int32_t> counts) const;
   // True when experts run as FP8 GEMMs on quantized rows (fast mode, FP8 experts).
   bool takes_fp8() const { return grouped_; }
   // The shared experts' output F32 [tokens, hidden]; undefined when the layer has none.
