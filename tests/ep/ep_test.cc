@@ -18,9 +18,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Slots of 2 MiB: 8 shm ranks then map ~34 MB, well inside even a container's 64 MB /dev/shm.
 TransportOptions small_options() {
   TransportOptions o;
-  o.slot_bytes = size_t{4} << 20;
+  o.slot_bytes = size_t{2} << 20;
   o.timeout = std::chrono::seconds(60);
   return o;
 }

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "ep/launch.h"
+#include "model/expert_parallel.h"
 #include "model/model.h"
 #include "tests/model/golden.h"
 #include "tests/support/test_support.h"
@@ -155,8 +156,7 @@ TEST(ExpertParallel, ProcessesOverShmMatchOneRank) {
   const auto prompts = golden_prompts(dir);
   const auto expected = run_batch(*Model::load(dir, {.precision = Precision::kExact}), prompts, 4).greedy;
   for (const int ranks : {2, 4}) {
-    ep::TransportOptions o;
-    o.slot_bytes = 8 << 20;
+    ep::TransportOptions o = expert_parallel_transport_options(load_config(dir), ranks);
     o.timeout = std::chrono::seconds(60);
     const std::vector<int> status = ep::run_shm_ranks(ranks, o, [&](ep::Transport& t) {
       const std::shared_ptr<ep::Transport> borrowed(&t, [](ep::Transport*) {});
