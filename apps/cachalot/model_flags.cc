@@ -20,9 +20,7 @@ void run_as_ep_leader(const ModelFlags& flags, const std::string& model_dir,
   };
   if (flags.ep_transport == "shm") {
     CACHALOT_CHECK_ARG(flags.ep >= 2, "--ep-transport shm needs --ep N with N >= 2 processes");
-    CACHALOT_CHECK_ARG(config.n_routed_experts % flags.ep == 0,
-                       "--ep {}: the model's {} routed experts do not split evenly over {} ranks", flags.ep,
-                       config.n_routed_experts, flags.ep);
+    model::check_expert_parallel(config, flags.ep);  // here, not in every forked rank
     const std::vector<int> status =
         ep::run_shm_ranks(flags.ep, model::expert_parallel_transport_options(config, flags.ep), [&](ep::Transport& t) {
           as_rank(std::shared_ptr<ep::Transport>(&t, [](ep::Transport*) {}));  // the launcher owns it
@@ -33,12 +31,10 @@ void run_as_ep_leader(const ModelFlags& flags, const std::string& model_dir,
               ep::describe_exit_status(status[r]));
     return;
   }
-  CACHALOT_CHECK_ARG(ep::launched_by_mpirun(), "--ep-transport mpi: start cachalot under mpirun -np N (N ranks)");
-  // Every process opens the transport before anything can fail, so no rank waits on one that left.
   const int world = ep::mpirun_world_size();
-  CACHALOT_CHECK_ARG(world >= 1 && config.n_routed_experts % world == 0,
-                     "mpirun -np {}: the model's {} routed experts do not split evenly over {} ranks", world,
-                     config.n_routed_experts, world);
+  CACHALOT_CHECK_ARG(world >= 1, "--ep-transport mpi: start cachalot under mpirun -np N (N ranks)");
+  // Checked before MPI starts: every process fails alike and none waits on one that left.
+  model::check_expert_parallel(config, world);
   const std::shared_ptr<ep::Transport> t = ep::open_mpi_transport(model::expert_parallel_transport_options(config, world));
   CACHALOT_CHECK_ARG(flags.ep == 1 || flags.ep == t->world_size(), "--ep {} with mpirun -np {}: leave --ep out or make them equal",
                      flags.ep, t->world_size());

@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 
+#include "ep/shared_memory_transport.h"
 #include "model/model.h"
 
 namespace cachalot::cli {
@@ -36,7 +37,7 @@ inline void add_model_flags(CLI::App* cmd, ModelFlags& flags) {
   cmd->add_option("--ep", flags.ep,
                   "expert parallelism over N ranks (threads of this process): data-parallel attention, routed experts "
                   "split over the ranks, dispatch/combine between them (default 1: off)")
-      ->check(CLI::Range(1, 64));
+      ->check(CLI::Range(1, ep::kMaxRanks));
   cmd->add_option("--ep-overlap", flags.ep_overlap,
                   "with --ep: two micro-batches per rank so one's dispatch/combine overlaps the other's compute (on, off: the default, as it measured slower on few cores)")
       ->check(CLI::IsMember({"on", "off"}));

@@ -5,10 +5,9 @@
 #include <cstring>
 #include <utility>
 
-#include "core/convert.h"
-#include "core/vector_ops.h"
 #include "core/error.h"
 #include "core/trace.h"
+#include "core/vector_ops.h"
 #include "ep/buffer_internal.h"
 #include "ep/message.h"
 
@@ -270,7 +269,6 @@ DispatchResult PendingNormalDispatch::receive() {
   if (in_place_) {
     // The rows are where the senders put them: the result views the slot.
     r.handle = std::move(handle_);
-    r.handle.slot_hint = slot_;
     const int64_t n = r.handle.recv_begin.back();
     const MessageLayout s = dispatch_sections(n, k, kb, row_bytes);
     const std::span<const std::byte> m = t.received(slot_, 0);
@@ -285,7 +283,6 @@ DispatchResult PendingNormalDispatch::receive() {
     return r;
   }
   r.handle = std::move(handle_);
-  r.handle.slot_hint = slot_;
   r.handle.recv_begin.assign(static_cast<size_t>(world) + 1, 0);
   for (int src = 0; src < world; ++src)
     r.handle.recv_begin[src + 1] = r.handle.recv_begin[src] + read_header(t.received(slot_, src)).rows;

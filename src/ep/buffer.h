@@ -45,7 +45,6 @@ struct DispatchLayout {
 
 // What combine needs to send each row back.
 struct DispatchHandle {
-  int slot_hint = 0;
   int64_t num_tokens = 0;                  // at this rank, before dispatch
   std::vector<uint8_t> is_token_in_rank;   // [tokens][world] of this rank's tokens
   std::vector<int64_t> recv_begin;         // [world + 1]: received rows from each source

@@ -62,8 +62,7 @@ PendingDispatch Buffer::low_latency_dispatch(const Tensor& x, const Tensor& topk
 
   // The payload: FP8 + scales, or the rows as given.
   gemm::Fp8Tensor q;
-  if (use_fp8 && tokens > 0) q = gemm::quantize_activations(x);
-  if (use_fp8 && tokens == 0) q = {Tensor::empty(DType::kF8E4M3, {0, hidden}), Tensor::empty(DType::kF32, {0, (hidden + 127) / 128})};
+  if (use_fp8) q = gemm::quantize_activations(x);
   const Tensor& rows = use_fp8 ? q.data : x;
   const int64_t kb = use_fp8 ? (hidden + 127) / 128 : 0;
   const size_t row_bytes = static_cast<size_t>(hidden) * rows.element_size();

@@ -17,9 +17,8 @@ namespace cachalot::ep {
 // Initialises MPI (thread level: serialized) on first use; finalised at exit.
 std::unique_ptr<Transport> open_mpi_transport(const TransportOptions& options = {});
 
-// True when this process was started by mpirun (OMPI_COMM_WORLD_SIZE / PMI_SIZE are set).
-bool launched_by_mpirun();
-// The number of processes mpirun started, from its environment (before MPI is initialised), or 0.
+// The number of processes mpirun started, from its environment (OMPI_COMM_WORLD_SIZE,
+// PMI_SIZE) before MPI is initialised; 0 when this process was not started by mpirun.
 int mpirun_world_size();
 
 }  // namespace cachalot::ep

@@ -46,9 +46,7 @@ ExpertParallelRunner::ExpertParallelRunner(Model& model)
     : model_(model), ranks_(model.options_.ep_ranks), transport_(model.options_.ep_transport) {
   if (transport_) ranks_ = transport_->world_size();
   const ModelConfig& c = model.config_;
-  CACHALOT_CHECK_ARG(ranks_ >= 1 && ranks_ <= 64, "--ep: {} ranks; between 1 and 64 are supported", ranks_);
-  CACHALOT_CHECK_ARG(c.n_routed_experts % ranks_ == 0, "--ep {}: the model's {} routed experts do not split evenly over {} ranks",
-                     ranks_, c.n_routed_experts, ranks_);
+  check_expert_parallel(c, ranks_);
   const int64_t per = c.n_routed_experts / ranks_;
   log2phy_.resize(static_cast<size_t>(c.n_routed_experts));
   std::iota(log2phy_.begin(), log2phy_.end(), 0);
@@ -72,6 +70,13 @@ ExpertParallelRunner::~ExpertParallelRunner() {
   } catch (const std::exception& e) {
     log::warn("expert parallelism: could not release the other ranks: {}", e.what());
   }
+}
+
+void check_expert_parallel(const ModelConfig& c, int ranks) {
+  CACHALOT_CHECK_ARG(ranks >= 1 && ranks <= ep::kMaxRanks, "--ep: {} ranks; between 1 and {} are supported", ranks,
+                     ep::kMaxRanks);
+  CACHALOT_CHECK_ARG(c.n_routed_experts % ranks == 0, "--ep {}: the model's {} routed experts do not split evenly over {} ranks",
+                     ranks, c.n_routed_experts, ranks);
 }
 
 ep::TransportOptions expert_parallel_transport_options(const ModelConfig& c, int ranks) {
@@ -194,6 +199,8 @@ void ExpertParallelRunner::run_rank(ep::Transport& t, const std::vector<int64_t>
   int64_t largest = 0;
   for (MicroBatch& mb : mbs) {
     for (const int64_t s : mb.sequences) mb.steps.push_back(steps[s]);
+    // An empty micro-batch still takes part in every dispatch and combine, with [0, hidden] rows.
+    mb.x = Tensor::empty(DType::kF32, {0, hidden});
     if (mb.steps.empty()) continue;
     mb.layout = make_layout(mb.steps, c.max_position_embeddings);
     mb.rows = mb.layout.rows();
@@ -294,21 +301,15 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
     }
     if (low_latency) {
       mb.topk_weights = weights;
-      mb.ll_dispatch = buffer.low_latency_dispatch(n > 0 ? mb.x : Tensor::empty(DType::kF32, {0, hidden}), topk,
-                                                   kLowLatencyMaxTokens, c.n_routed_experts, fp8);
+      mb.ll_dispatch = buffer.low_latency_dispatch(mb.x, topk, kLowLatencyMaxTokens, c.n_routed_experts, fp8);
       return;
     }
     const ep::DispatchLayout dl = buffer.get_dispatch_layout(topk, c.n_routed_experts);
-    if (fp8 && n > 0)
+    if (fp8)
       mb.dispatch = buffer.dispatch_async(mb.xq.data.slice(0, lo, hi), mb.xq.scales.slice(0, lo, hi), topk, weights, dl,
                                           kInPlace);
-    else if (fp8)
-      mb.dispatch = buffer.dispatch_async(Tensor::empty(DType::kF8E4M3, {0, hidden}),
-                                          Tensor::empty(DType::kF32, {0, gemm::ceil_div(hidden, 128)}), topk, weights, dl,
-                                          kInPlace);
     else
-      mb.dispatch = buffer.dispatch_async(n > 0 ? mb.x.slice(0, lo, hi) : Tensor::empty(DType::kF32, {0, hidden}), Tensor(),
-                                          topk, weights, dl, kInPlace);
+      mb.dispatch = buffer.dispatch_async(mb.x.slice(0, lo, hi), Tensor(), topk, weights, dl, kInPlace);
   };
   // Receives mb's dispatch, runs the held experts and posts the combine.
   auto run_experts = [&](MicroBatch& mb) {
@@ -343,8 +344,8 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
       model_.add_residual(mb.h, model_.attention_[l].forward(mb.x, mb.layout, layer_cache));
       normalize(mb, layer.ffn_norm);
       mb.routing = shard.route_tokens(mb.x);
-      if (fp8) mb.xq = gemm::quantize_activations(mb.x);
     }
+    if (fp8) mb.xq = gemm::quantize_activations(mb.x);
     if (i == 0 && early) post_dispatch(mb, 0);
   }
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
@@ -361,11 +362,7 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
       CACHALOT_ASSERT(part.size(0) == std::min(mb.rows - lo, kDispatchChunkTokens));
       std::copy_n(part.data<float>(), part.numel(), mb.y.mutable_data<float>() + lo * hidden);
       if (!last || mb.rows == 0) continue;
-      if (shared.defined() && shared.numel() > 0) {
-        float* y = mb.y.mutable_data<float>();
-        for (int64_t i = 0; i < mb.y.numel(); ++i) y[i] += shared.data<float>()[i];
-      }
-      round_activations(p, mb.y);
+      shard.finish_output(mb.y, shared);
       model_.add_residual(mb.h, mb.y);
     }
   }

@@ -32,6 +32,7 @@
 
 #include "ep/buffer.h"
 #include "ep/launch.h"
+#include "ep/shared_memory_transport.h"
 #include "model/model.h"
 
 namespace cachalot::model {
@@ -40,6 +41,9 @@ inline constexpr int64_t kDispatchChunkTokens = 256;
 // Decode steps use low-latency mode when no rank's micro-batch has more tokens than this (the
 // cap DeepSeek's decode instances run with).
 inline constexpr int64_t kLowLatencyMaxTokens = 128;
+
+// Error(kInvalidArgument) unless `ranks` ranks (1..ep::kMaxRanks) split the routed experts evenly.
+void check_expert_parallel(const ModelConfig& config, int ranks);
 
 // Transport options (slot sizes) an EP group of `ranks` needs for this model: one dispatch
 // chunk of every rank, F32 both ways (exact mode), and a low-latency round, fit a slot.

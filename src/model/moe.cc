@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "core/trace.h"
+#include "core/vector_ops.h"
 #include "gemm/gemm.h"
 #include "gemm/quantize.h"
 
@@ -249,6 +250,12 @@ Tensor MoeLayer::shared_forward(const Tensor& x) const {
   return w_->has_shared ? mlp_forward(w_->shared, x, precision_) : Tensor();
 }
 
+void MoeLayer::finish_output(Tensor& y, const Tensor& shared) const {
+  if (shared.defined() && shared.numel() > 0)
+    add_scaled(y.mutable_data<float>(), shared.data<float>(), 1.0f, static_cast<size_t>(y.numel()));
+  round_activations(precision_, y);
+}
+
 Routing MoeLayer::route_tokens(const Tensor& x) const {
   return route(*config_, w_->router.forward(x), w_->score_bias);
 }
@@ -259,12 +266,7 @@ Tensor MoeLayer::forward(const Tensor& x, Routing* routing_out) const {
   CACHALOT_ASSERT(slice_.first == 0 && slice_.count == static_cast<int64_t>(w_->experts.size()));
   Routing routing = route_tokens(x);
   Tensor y = experts_forward(x, routing);
-  if (w_->has_shared) {
-    const Tensor z = shared_forward(x);
-    float* p = y.mutable_data<float>();
-    for (int64_t i = 0; i < y.numel(); ++i) p[i] += z.data<float>()[i];
-  }
-  round_activations(precision_, y);
+  finish_output(y, shared_forward(x));
   if (routing_out != nullptr) *routing_out = std::move(routing);
   return y;
 }

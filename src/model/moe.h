@@ -71,6 +71,9 @@ class MoeLayer {
   bool takes_fp8() const { return grouped_; }
   // The shared experts' output F32 [tokens, hidden]; undefined when the layer has none.
   Tensor shared_forward(const Tensor& x) const;
+  // The layer's output from the routed experts' sum y and shared_forward's result: y + shared
+  // (when defined), rounded as the precision rounds activations. In place.
+  void finish_output(Tensor& y, const Tensor& shared) const;
   const ExpertSlice& slice() const { return slice_; }
 
  private:
