@@ -14,9 +14,9 @@ Generation generate(const model::Model& m, std::span<const int32_t> prompt_ids, 
   model::validate(options.sampling);
   model::check_sequence(c, prompt_ids, options.max_tokens);
   const int64_t prompt = static_cast<int64_t>(prompt_ids.size()), total = prompt + options.max_tokens;
-  // One sequence: its blocks are simply 0..n-1.
+  // One sequence: its blocks are simply 0..n-1 (with EP ranks as processes: rank 0's range).
   const int64_t blocks = (total + 63) / 64;
-  model::KvCache cache = m.make_kv_cache(blocks);
+  model::KvCache cache = m.make_kv_cache(blocks * m.attention_ranks());
   std::vector<int32_t> table(static_cast<size_t>(blocks));
   std::iota(table.begin(), table.end(), 0);
 

@@ -68,10 +68,12 @@ void serve(Args& a, const model::ModelOptions& options) {
   } else {
     log::warn("{} has no tokenizer.json: prompts must be token ids and responses carry no text", a.model_dir);
   }
-  a.engine.kv_blocks = engine::blocks_for_budget(*m, a.kv_cache_gb);
-  a.engine.prefix_caching = !a.no_prefix_caching;
-  CACHALOT_CHECK_ARG(a.engine.kv_blocks >= 1, "--kv-cache-gb {} holds no 64-token block of this model's cache",
+  // The budget is per process: with EP ranks as processes, each holds its own range of blocks.
+  const int64_t blocks_per_rank = engine::blocks_for_budget(*m, a.kv_cache_gb);
+  CACHALOT_CHECK_ARG(blocks_per_rank >= 1, "--kv-cache-gb {} holds no 64-token block of this model's cache",
                      a.kv_cache_gb);
+  a.engine.kv_blocks = blocks_per_rank * m->attention_ranks();
+  a.engine.prefix_caching = !a.no_prefix_caching;
   engine::Engine engine(m, tok, a.engine);
   a.server.model_name = a.served_name.empty() ? default_name(a.model_dir) : a.served_name;
   server::HttpServer http(engine, a.server);
@@ -84,8 +86,9 @@ void serve(Args& a, const model::ModelOptions& options) {
       if (served) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    fmt::print("cachalot serve: {} on http://{}:{} ({} KV blocks of 64 tokens, {:.2f} GB)\n", a.server.model_name,
-               a.server.host, http.port(), a.engine.kv_blocks, a.kv_cache_gb);
+    fmt::print("cachalot serve: {} on http://{}:{} ({} KV blocks of 64 tokens, {:.2f} GB{})\n", a.server.model_name,
+               a.server.host, http.port(), a.engine.kv_blocks, a.kv_cache_gb,
+               m->attention_ranks() > 1 ? fmt::format(" in each of {} attention ranks", m->attention_ranks()) : "");
     std::fflush(stdout);
   });
   std::thread signal_thread([&] {
@@ -129,7 +132,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--host", args->server.host, "address to listen on (default 127.0.0.1)");
   cmd->add_option("--port", args->server.port, "port (default 8000; 0 picks a free one)");
   cmd->add_option("--served-model-name", args->served_name, "model id clients name (default: the folder's name)");
-  cmd->add_option("--kv-cache-gb", args->kv_cache_gb, "memory for the paged KV cache in GB (default 2)");
+  cmd->add_option("--kv-cache-gb", args->kv_cache_gb, "memory for the paged KV cache in GB (default 2; per process with --ep-transport shm|mpi)");
   cmd->add_option("--max-batch-tokens", args->engine.max_batch_tokens,
                   "tokens per engine step: decode tokens + prefill chunks (default 512)");
   cmd->add_option("--max-running", args->engine.max_running, "sequences batched together (default 64)");

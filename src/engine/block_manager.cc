@@ -6,10 +6,20 @@
 
 namespace cachalot::engine {
 
-BlockManager::BlockManager(int64_t num_blocks) : blocks_(static_cast<std::size_t>(num_blocks)) {
-  CACHALOT_CHECK_ARG(num_blocks > 0, "the KV cache needs at least one block, got {}", num_blocks);
-  free_.reserve(blocks_.size());
-  for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
+BlockManager::BlockManager(int64_t num_blocks, int64_t partitions)
+    : blocks_(static_cast<std::size_t>(std::max<int64_t>(num_blocks, 0))) {
+  CACHALOT_CHECK_ARG(partitions >= 1 && num_blocks >= partitions && num_blocks % partitions == 0,
+                     "the KV cache needs at least one block per attention rank and an equal number each: {} blocks "
+                     "over {} ranks",
+                     num_blocks, partitions);
+  parts_.resize(static_cast<size_t>(partitions));
+  for (int64_t b = num_blocks - 1; b >= 0; --b) part_of(static_cast<int32_t>(b)).free.push_back(static_cast<int32_t>(b));
+}
+
+int64_t BlockManager::cached() const {
+  int64_t n = 0;
+  for (const Partition& p : parts_) n += static_cast<int64_t>(p.lru.size());
+  return n;
 }
 
 uint64_t BlockManager::chain_hash(uint64_t parent, std::span<const int32_t> tokens) {
@@ -34,7 +44,9 @@ uint64_t BlockManager::chain_hash(uint64_t parent, std::span<const int32_t> toke
 void BlockManager::acquire(int32_t b) {
   Block& block = blocks_[b];
   if (block.refs++ == 0) {
-    if (block.registered) lru_.erase(block.lru_pos);
+    Partition& p = part_of(b);
+    if (block.registered) p.lru.erase(block.lru_pos);
+    ++p.in_use;
     ++in_use_;
   }
 }
@@ -50,6 +62,7 @@ std::vector<int32_t> BlockManager::match_prefix(std::span<const int32_t> tokens,
     const uint64_t h = chain_hash(parent, block_tokens);
     const auto it = by_hash_.find(h);
     if (it == by_hash_.end()) break;
+    if (!matched.empty() && partition_of(it->second) != partition_of(matched[0])) break;
     const Block& candidate = blocks_[it->second];
     if (candidate.parent_hash != parent || !std::equal(block_tokens.begin(), block_tokens.end(), candidate.tokens.begin())) break;
     acquire(it->second);
@@ -60,14 +73,16 @@ std::vector<int32_t> BlockManager::match_prefix(std::span<const int32_t> tokens,
   return matched;
 }
 
-std::optional<int32_t> BlockManager::allocate() {
+std::optional<int32_t> BlockManager::allocate(int64_t partition) {
+  CACHALOT_ASSERT(partition >= 0 && partition < partitions());
+  Partition& p = parts_[static_cast<size_t>(partition)];
   int32_t b;
-  if (!free_.empty()) {
-    b = free_.back();
-    free_.pop_back();
-  } else if (!lru_.empty()) {
-    b = lru_.front();
-    lru_.pop_front();
+  if (!p.free.empty()) {
+    b = p.free.back();
+    p.free.pop_back();
+  } else if (!p.lru.empty()) {
+    b = p.lru.front();
+    p.lru.pop_front();
     Block& evicted = blocks_[b];
     by_hash_.erase(evicted.hash);
     evicted.registered = false;
@@ -76,6 +91,7 @@ std::optional<int32_t> BlockManager::allocate() {
     return std::nullopt;
   }
   blocks_[b].refs = 1;
+  ++p.in_use;
   ++in_use_;
   return b;
 }
@@ -98,12 +114,14 @@ void BlockManager::release(std::span<const int32_t> blocks) {
     Block& block = blocks_[b];
     CACHALOT_ASSERT(block.refs > 0);
     if (--block.refs > 0) continue;
+    Partition& p = part_of(b);
+    --p.in_use;
     --in_use_;
     if (block.registered) {
-      lru_.push_back(b);
-      block.lru_pos = std::prev(lru_.end());
+      p.lru.push_back(b);
+      block.lru_pos = std::prev(p.lru.end());
     } else {
-      free_.push_back(b);
+      p.free.push_back(b);
     }
   }
 }
@@ -122,16 +140,22 @@ void BlockManager::check_invariants() const {
       CACHALOT_ASSERT(static_cast<int>(block.tokens.size()) == kBlockTokens);
     }
   }
-  for (int32_t b : free_) {
-    CACHALOT_ASSERT(blocks_[b].refs == 0 && !blocks_[b].registered);
-    ++seen[b];
-  }
-  for (int32_t b : lru_) {
-    CACHALOT_ASSERT(blocks_[b].refs == 0 && blocks_[b].registered);
-    ++seen[b];
+  int64_t used_in_parts = 0;
+  for (int64_t p = 0; p < partitions(); ++p) {
+    const Partition& part = parts_[static_cast<size_t>(p)];
+    for (int32_t b : part.free) {
+      CACHALOT_ASSERT(blocks_[b].refs == 0 && !blocks_[b].registered && partition_of(b) == p);
+      ++seen[b];
+    }
+    for (int32_t b : part.lru) {
+      CACHALOT_ASSERT(blocks_[b].refs == 0 && blocks_[b].registered && partition_of(b) == p);
+      ++seen[b];
+    }
+    CACHALOT_ASSERT(part.in_use == blocks_per_partition() - static_cast<int64_t>(part.free.size() + part.lru.size()));
+    used_in_parts += part.in_use;
   }
   for (std::size_t b = 0; b < blocks_.size(); ++b) CACHALOT_ASSERT(seen[b] == (blocks_[b].refs == 0 ? 1 : 0));
-  CACHALOT_ASSERT(used == in_use_);
+  CACHALOT_ASSERT(used == in_use_ && used_in_parts == in_use_);
   CACHALOT_ASSERT(registered == static_cast<int64_t>(by_hash_.size()));
 }
 

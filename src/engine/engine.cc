@@ -20,6 +20,7 @@ struct Engine::Sequence {
   int64_t prompt_len;
   int64_t computed = 0;           // tokens whose KV is in the cache
   std::vector<int32_t> blocks;    // block table
+  int64_t partition = -1;         // the attention rank whose blocks it holds (-1: none yet)
   std::vector<uint64_t> hashes;   // chain hashes of the committed full blocks
   int64_t cached_prompt_tokens = -1;  // set at first admission
   int64_t generated = 0;
@@ -42,9 +43,10 @@ int64_t blocks_for_budget(const model::Model& model, double gigabytes) {
 Engine::Engine(std::shared_ptr<const model::Model> model, std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
                EngineOptions options)
     : model_(std::move(model)), tokenizer_(std::move(tokenizer)), options_(options),
-      cache_(model_->make_kv_cache(options.kv_blocks)), blocks_(options.kv_blocks) {
+      cache_(model_->make_kv_cache(options.kv_blocks)), blocks_(cache_.num_blocks(), cache_.partitions) {
   CACHALOT_CHECK_ARG(options.max_batch_tokens >= 1, "max_batch_tokens must be >= 1");
   CACHALOT_CHECK_ARG(options.max_running >= 1, "max_running must be >= 1");
+  metrics_.update([&](MetricsSnapshot& m) { m.rank_admitted.assign(static_cast<size_t>(blocks_.partitions()), 0); });
   publish_metrics(0, 0);
   thread_ = std::thread([this] { loop(); });
 }
@@ -62,9 +64,9 @@ std::shared_ptr<RequestStream> Engine::submit(RequestParams p) {
   CACHALOT_CHECK_ARG(p.max_tokens >= 1, "max_tokens must be >= 1, got {}", p.max_tokens);
   model::check_sequence(model_->config(), p.prompt, p.max_tokens);
   const int64_t need = BlockManager::blocks_for(static_cast<int64_t>(p.prompt.size()) + p.max_tokens);
-  CACHALOT_CHECK_ARG(need <= blocks_.total(),
-                     "the prompt plus max_tokens needs {} KV blocks but the cache has {}; raise --kv-cache-gb", need,
-                     blocks_.total());
+  CACHALOT_CHECK_ARG(need <= blocks_.blocks_per_partition(),
+                     "the prompt plus max_tokens needs {} KV blocks but the cache has {}{}; raise --kv-cache-gb", need,
+                     blocks_.blocks_per_partition(), blocks_.partitions() > 1 ? " per attention rank" : "");
   model::validate(p.sampling);
   CACHALOT_CHECK_ARG(p.stop.empty() || tokenizer_, "stop strings need the model's tokenizer.json");
   CACHALOT_CHECK_ARG(p.top_logprobs <= 20, "top_logprobs must be at most 20, got {}", p.top_logprobs);
@@ -139,6 +141,7 @@ void Engine::release_blocks(Sequence& seq) {
   seq.blocks.clear();
   seq.hashes.clear();
   seq.computed = 0;
+  seq.partition = -1;
 }
 
 void Engine::finish(Sequence& seq, FinishReason reason, std::string error) {
@@ -176,20 +179,49 @@ void Engine::drop_cancelled() {
   std::erase_if(waiting_, cancelled);
 }
 
+std::vector<int64_t> Engine::running_per_partition() const {
+  std::vector<int64_t> running(static_cast<size_t>(blocks_.partitions()), 0);
+  for (const auto& s : running_)
+    if (s->partition >= 0) ++running[static_cast<size_t>(s->partition)];
+  return running;
+}
+
+int64_t Engine::place_sequence(int64_t blocks_needed) const {
+  // The attention rank with the fewest running sequences that has room (ties: the most room).
+  const std::vector<int64_t> running = running_per_partition();
+  int64_t best = -1;
+  for (int64_t p = 0; p < blocks_.partitions(); ++p) {
+    if (blocks_.available(p) < blocks_needed) continue;
+    if (best < 0 || running[p] < running[best] ||
+        (running[p] == running[best] && blocks_.available(p) > blocks_.available(best)))
+      best = p;
+  }
+  return best;
+}
+
 void Engine::admit() {
   while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_running) {
     Sequence& seq = *waiting_.front();
+    const int64_t blocks_needed = BlockManager::blocks_for(static_cast<int64_t>(seq.tokens.size()));
     if (seq.blocks.empty() && options_.prefix_caching) {
       seq.blocks = blocks_.match_prefix(seq.tokens, seq.hashes);
       seq.computed = static_cast<int64_t>(seq.blocks.size()) * BlockManager::kBlockTokens;
+      if (!seq.blocks.empty()) seq.partition = blocks_.partition_of(seq.blocks[0]);
     }
+    // A matched prefix ties the sequence to its attention rank; when that rank has no room but
+    // another does, recomputing the prefix there beats waiting.
+    const int64_t elsewhere = place_sequence(blocks_needed);
+    if (!seq.blocks.empty() &&
+        blocks_needed - static_cast<int64_t>(seq.blocks.size()) > blocks_.available(seq.partition) && elsewhere >= 0)
+      release_blocks(seq);
+    if (seq.blocks.empty()) seq.partition = elsewhere;
     // Admit only when the rest of what is already known (prompt and tokens so far) fits now.
-    const int64_t need =
-        BlockManager::blocks_for(static_cast<int64_t>(seq.tokens.size())) - static_cast<int64_t>(seq.blocks.size());
-    if (need > blocks_.available()) {
+    if (seq.partition < 0 ||
+        blocks_needed - static_cast<int64_t>(seq.blocks.size()) > blocks_.available(seq.partition)) {
       release_blocks(seq);  // hand the matched blocks back while we wait
       break;
     }
+    metrics_.update([&](MetricsSnapshot& m) { ++m.rank_admitted[static_cast<size_t>(seq.partition)]; });
     if (seq.cached_prompt_tokens < 0) {  // first admission (not a readmission after preemption)
       seq.cached_prompt_tokens = std::min(seq.computed, seq.prompt_len);
       metrics_.update([&](MetricsSnapshot& m) {
@@ -205,7 +237,7 @@ void Engine::admit() {
 bool Engine::ensure_blocks(Sequence& seq, int64_t positions) {
   const auto need = static_cast<std::size_t>(BlockManager::blocks_for(positions));
   while (seq.blocks.size() < need) {
-    const auto block = blocks_.allocate();
+    const auto block = blocks_.allocate(seq.partition);
     if (!block) return false;
     seq.blocks.push_back(*block);
   }
@@ -340,7 +372,9 @@ void Engine::emit_token(Sequence& seq, const float* logits) {
 
 void Engine::publish_metrics(int64_t batch_sequences, int64_t batch_tokens) {
   const auto waiting = static_cast<int64_t>(waiting_.size()), running = static_cast<int64_t>(running_.size());
+  const std::vector<int64_t> rank_running = running_per_partition();
   metrics_.update([&](MetricsSnapshot& m) {
+    m.rank_running = rank_running;
     m.waiting = waiting;
     m.running = running;
     m.last_batch_sequences = batch_sequences;

@@ -73,6 +73,10 @@ class Engine {
   void take_incoming();
   void drop_cancelled();
   void admit();
+  // The partition (attention rank) for a sequence needing `blocks_needed` fresh blocks; -1 if
+  // none has room.
+  int64_t place_sequence(int64_t blocks_needed) const;
+  std::vector<int64_t> running_per_partition() const;
   bool ensure_blocks(Sequence& seq, int64_t positions);
   void preempt_newest();
   // Gives the sequence's blocks back; it will start over from the prefix cache.

@@ -37,6 +37,13 @@ void gauge(std::string& out, const char* name, const char* help, double value) {
   out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n{} {}\n", name, help, name, name, value);
 }
 
+// One sample per attention rank, labelled rank="r".
+template <typename T>
+void per_rank(std::string& out, const char* name, const char* type, const char* help, const std::vector<T>& values) {
+  out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  for (size_t r = 0; r < values.size(); ++r) out += fmt::format("{}{{rank=\"{}\"}} {}\n", name, r, values[r]);
+}
+
 }  // namespace
 
 Metrics::Metrics() : ttft_(latency_buckets()), inter_token_(latency_buckets()), e2e_(latency_buckets()) {}
@@ -83,6 +90,9 @@ std::string Metrics::render_prometheus() const {
   gauge(out, "cachalot_kv_blocks_cached", "Unused KV blocks kept for prefix reuse.", static_cast<double>(v.kv_blocks_cached));
   gauge(out, "cachalot_kv_usage_ratio", "Fraction of KV blocks held by sequences.",
         v.kv_blocks_total ? static_cast<double>(v.kv_blocks_used) / static_cast<double>(v.kv_blocks_total) : 0.0);
+  per_rank(out, "cachalot_attention_rank_admitted_total", "counter",
+           "Sequences admitted to each attention rank (EP ranks as processes hold their own KV blocks).", v.rank_admitted);
+  per_rank(out, "cachalot_attention_rank_running", "gauge", "Sequences running on each attention rank.", v.rank_running);
   ttft_.render(out, "cachalot_time_to_first_token_seconds", "Time from arrival to the first generated token.");
   inter_token_.render(out, "cachalot_inter_token_latency_seconds", "Time between consecutive tokens of a request.");
   e2e_.render(out, "cachalot_request_latency_seconds", "Time from arrival to the last token.");

@@ -30,6 +30,10 @@ struct MetricsSnapshot {
   uint64_t prompt_tokens = 0, prompt_cache_hit_tokens = 0, generation_tokens = 0, preemptions = 0;
   int64_t waiting = 0, running = 0, last_batch_sequences = 0, last_batch_tokens = 0;
   int64_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_cached = 0;
+  // Per attention rank (one entry unless EP ranks are processes, each with its own KV blocks):
+  // sequences admitted so far and sequences running now.
+  std::vector<uint64_t> rank_admitted;
+  std::vector<int64_t> rank_running;
 };
 
 class Metrics {

@@ -85,6 +85,34 @@ void Buffer::check_overflow(int slot, const char* what) {
   }
 }
 
+size_t Buffer::max_message_bytes() const {
+  const size_t region = region_bytes();
+  return region > sizeof(MessageHeader) ? region - sizeof(MessageHeader) : 0;
+}
+
+std::vector<std::span<const std::byte>> Buffer::exchange(std::span<const std::span<const std::byte>> to_each) {
+  const size_t world = static_cast<size_t>(world_size());
+  CACHALOT_CHECK_ARG(to_each.size() == world, "ep exchange: {} messages for {} ranks", to_each.size(), world);
+  const int slot = next_slot();
+  std::vector<size_t> sizes(world);
+  for (size_t dst = 0; dst < world; ++dst) sizes[dst] = sizeof(MessageHeader) + to_each[dst].size();
+  detail::send_messages(*transport_, slot, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
+    const std::span<const std::byte> payload = to_each[static_cast<size_t>(dst)];
+    write_header(m, {MessageStatus::kOk, 0, payload.size(), region_bytes()});
+    if (!payload.empty()) std::memcpy(m.data() + sizeof(MessageHeader), payload.data(), payload.size());
+  });
+  post_regions(slot);
+  Transport& t = complete_round(slot, "exchange");
+  std::vector<std::span<const std::byte>> got(world);
+  for (int src = 0; src < world_size(); ++src) {
+    const std::span<const std::byte> m = t.received(slot, src);
+    const MessageHeader h = read_header(m);
+    CACHALOT_ASSERT(sizeof(MessageHeader) + h.needed_bytes <= m.size());
+    got[static_cast<size_t>(src)] = m.subspan(sizeof(MessageHeader), h.needed_bytes);
+  }
+  return got;
+}
+
 void detail::send_messages(Transport& t, int slot, size_t region, std::span<const size_t> sizes,
                            const std::function<void(int, std::span<std::byte>)>& fill) {
   const size_t worst = *std::max_element(sizes.begin(), sizes.end());

@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "core/tensor.h"
@@ -182,6 +183,12 @@ class Buffer {
   static size_t normal_slot_bytes(int world, int64_t tokens, int64_t hidden, int64_t k, size_t dispatch_elem,
                                   size_t combine_elem);
   static size_t low_latency_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t k, int64_t local_experts);
+
+  // One round of byte messages: to_each[dst] (at most max_message_bytes(), empty allowed) to
+  // every rank; returns what each source sent this rank, as views into the receive slot valid
+  // until the operation after next. For control traffic (ep/collectives.h builds on it).
+  std::vector<std::span<const std::byte>> exchange(std::span<const std::span<const std::byte>> to_each);
+  size_t max_message_bytes() const;
 
  private:
   friend class PendingNormalDispatch;

@@ -19,7 +19,9 @@ enum class MessageStatus : uint32_t { kOk = 0, kOverflow = 1 };
 struct alignas(64) MessageHeader {
   MessageStatus status = MessageStatus::kOk;
   uint32_t rows = 0;
-  uint64_t needed_bytes = 0;  // with kOverflow: the size the largest message of the sender needed
+  // With kOverflow: the size the largest message of the sender needed. In a byte message
+  // (Buffer::exchange): the payload's size.
+  uint64_t needed_bytes = 0;
   uint64_t region_bytes = 0;  // ... and what it had
 };
 static_assert(sizeof(MessageHeader) == 64);

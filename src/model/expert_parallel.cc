@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/trace.h"
+#include "ep/collectives.h"
 #include "gemm/quantize.h"
 
 namespace cachalot::model {
@@ -95,26 +96,31 @@ void ExpertParallelRunner::start_group() {
   group_ = std::make_unique<ep::LocalRanks>(ranks_, expert_parallel_transport_options(model_.config_, ranks_));
 }
 
-ForwardOutput ExpertParallelRunner::forward(std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
-                                            const ForwardOptions& options) {
-  trace::Span span("ep_forward", "model");
+ForwardOutput ExpertParallelRunner::empty_output(const BatchLayout& layout, const ForwardOptions& options) const {
   ForwardOutput out;
   const int64_t picked = options.all_logits ? layout.rows() : layout.sequences();
   out.logits = Tensor::empty(DType::kF32, {picked, model_.config_.vocab_size});
   if (options.record_routing)
     for (const LayerWeights& l : model_.weights_.layers)
       if (l.is_moe) out.routing.emplace_back(static_cast<size_t>(layout.rows()));
+  return out;
+}
 
+ep::Buffer& ExpertParallelRunner::buffer_of(ep::Transport& t) {
+  std::unique_ptr<ep::Buffer>& b = buffers_[static_cast<size_t>(t.rank())];
+  if (!b) b = std::make_unique<ep::Buffer>(t);
+  return *b;
+}
+
+ForwardOutput ExpertParallelRunner::forward(std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
+                                            const ForwardOptions& options) {
+  trace::Span span("ep_forward", "model");
   if (transport_) {
-    // Process mode: this process is one rank and runs every given sequence; the followers are
-    // told to take part (with no sequences of their own).
     CACHALOT_CHECK_ARG(transport_->rank() == 0, "forward on EP rank {}: only rank 0 drives; the others call follow()",
                        transport_->rank());
+    const std::vector<std::byte> plan = pack(make_plan(steps, cache, options));
     send_command(kCommandForward);
-    std::vector<int64_t> all(static_cast<size_t>(layout.sequences()));
-    std::iota(all.begin(), all.end(), 0);
-    run_rank_guarded(*transport_, all, steps, layout, cache, options, out);
-    return out;
+    return process_forward_guarded(plan, &cache);
   }
   // Threads: sequences to the rank with the fewest new tokens so far (ties: lowest rank).
   std::vector<int64_t> load(static_cast<size_t>(ranks_), 0);
@@ -124,8 +130,11 @@ ForwardOutput ExpertParallelRunner::forward(std::span<const SequenceStep> steps,
     mine[r].push_back(s);
     load[r] += layout.seq_begin[s + 1] - layout.seq_begin[s];
   }
+  ForwardOutput out = empty_output(layout, options);
   try {
-    group_->run([&](ep::Transport& t) { run_rank(t, mine[t.rank()], steps, layout, cache, options, out); });
+    group_->run([&](ep::Transport& t) {
+      place(run_rank(t, mine[t.rank()], steps, layout, cache, options), model_.config_.num_experts_per_tok, out);
+    });
   } catch (...) {
     // A failed rank leaves the group's rounds out of step: start a fresh one for the next call.
     start_group();
@@ -134,14 +143,83 @@ ForwardOutput ExpertParallelRunner::forward(std::span<const SequenceStep> steps,
   return out;
 }
 
-void ExpertParallelRunner::run_rank_guarded(ep::Transport& t, const std::vector<int64_t>& sequences,
-                                            std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
-                                            const ForwardOptions& options, ForwardOutput& out) {
+void ExpertParallelRunner::register_cache(KvCache& cache) {
+  CACHALOT_CHECK_ARG(transport_ && transport_->rank() == 0, "register_cache: only rank 0 of a process group makes caches");
+  auto id = std::make_shared<const int64_t>(next_cache_id_++);
+  std::erase_if(caches_, [](const std::weak_ptr<const int64_t>& c) { return c.expired(); });
+  caches_.push_back(id);
+  cache.ep_id = std::move(id);
+}
+
+ForwardPlan ExpertParallelRunner::make_plan(std::span<const SequenceStep> steps, const KvCache& cache,
+                                            const ForwardOptions& options) {
+  CACHALOT_CHECK_ARG(cache.ep_id && cache.partitions == ranks_,
+                     "forward: with EP ranks as processes the KV cache must come from this model's make_kv_cache");
+  ForwardPlan plan;
+  plan.cache_id = *cache.ep_id;
+  plan.blocks_per_rank = cache.blocks_per_partition();
+  std::erase_if(caches_, [](const std::weak_ptr<const int64_t>& c) { return c.expired(); });
+  for (const auto& c : caches_) plan.live_caches.push_back(*c.lock());
+  plan.options = options;
+  const int64_t per = plan.blocks_per_rank;
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const SequenceStep& step = steps[s];
+    const int64_t needed = (step.start + static_cast<int64_t>(step.tokens.size()) + mla::kBlockTokens - 1) / mla::kBlockTokens;
+    const auto owner = static_cast<int32_t>(step.block_table[0] / per);
+    std::vector<int32_t> local;
+    for (const int32_t b : step.block_table.first(static_cast<size_t>(needed))) {
+      CACHALOT_CHECK_ARG(b / per == owner,
+                         "forward: sequence {} has blocks {} and {} in different attention ranks' ranges ({} blocks each); "
+                         "a sequence's blocks must lie in one range",
+                         s, step.block_table[0], b, per);
+      local.push_back(static_cast<int32_t>(b - owner * per));
+    }
+    plan.owner.push_back(owner);
+    plan.start.push_back(step.start);
+    plan.tokens.emplace_back(step.tokens.begin(), step.tokens.end());
+    plan.blocks.push_back(std::move(local));
+  }
+  return plan;
+}
+
+KvCache& ExpertParallelRunner::follower_cache(const ForwardPlan& plan) {
+  std::erase_if(partitions_, [&](const auto& entry) {
+    return std::find(plan.live_caches.begin(), plan.live_caches.end(), entry.first) == plan.live_caches.end();
+  });
+  auto it = partitions_.find(plan.cache_id);
+  if (it == partitions_.end()) it = partitions_.emplace(plan.cache_id, model_.make_partition(plan.blocks_per_rank)).first;
+  CACHALOT_ASSERT(it->second.blocks_per_partition() == plan.blocks_per_rank);
+  return it->second;
+}
+
+ForwardOutput ExpertParallelRunner::process_forward(std::span<const std::byte> plan_bytes, KvCache* cache) {
+  ep::Transport& t = *transport_;
+  const int rank = t.rank();
+  ep::Buffer& buffer = buffer_of(t);
+  const ForwardPlan plan = unpack_plan(ep::broadcast_bytes(buffer, 0, plan_bytes));
+  KvCache& mine = rank == 0 ? *cache : follower_cache(plan);
+  const std::vector<SequenceStep> steps = plan.steps();
+  const BatchLayout layout = make_layout(steps, model_.config_.max_position_embeddings);
+  std::vector<int64_t> sequences;
+  for (size_t s = 0; s < steps.size(); ++s)
+    if (plan.owner[s] == rank) sequences.push_back(static_cast<int64_t>(s));
+  RankOutput part = run_rank(t, sequences, steps, layout, mine, plan.options);
+  const std::vector<std::vector<std::byte>> parts =
+      ep::gather_bytes(buffer, 0, rank == 0 ? std::vector<std::byte>() : pack(part));
+  if (rank != 0) return {};
+  ForwardOutput out = empty_output(layout, plan.options);
+  const int64_t k = model_.config_.num_experts_per_tok;
+  place(part, k, out);
+  for (size_t src = 1; src < parts.size(); ++src) place(unpack_rank_output(parts[src], model_.config_.vocab_size), k, out);
+  return out;
+}
+
+ForwardOutput ExpertParallelRunner::process_forward_guarded(std::span<const std::byte> plan, KvCache* cache) {
   try {
-    run_rank(t, sequences, steps, layout, cache, options, out);
+    return process_forward(plan, cache);
   } catch (const std::exception& e) {
     failed_ = true;
-    t.abort(e.what());  // the other processes stop waiting for this one
+    transport_->abort(e.what());  // the other processes stop waiting for this one
     throw;
   }
 }
@@ -153,18 +231,15 @@ void ExpertParallelRunner::send_command(uint8_t command) {
   transport_->all_gather({&mine, 1}, all);
 }
 
-void ExpertParallelRunner::follow(KvCache& cache) {
+void ExpertParallelRunner::follow() {
   CACHALOT_CHECK_ARG(transport_ && transport_->rank() != 0, "follow(): only EP ranks other than 0 follow");
-  const std::vector<SequenceStep> none;
-  const BatchLayout empty = make_layout(none, model_.config_.max_position_embeddings);
   for (;;) {
     std::vector<std::byte> all(static_cast<size_t>(transport_->world_size()));
     const std::byte mine{0};
     // Idle until rank 0 has work, however long that takes (a failed or dead rank 0 still ends it).
     transport_->all_gather({&mine, 1}, all, ep::kNoDeadline);
     if (static_cast<uint8_t>(all[0]) != kCommandForward) return;
-    ForwardOutput unused;
-    run_rank_guarded(*transport_, {}, none, empty, cache, {}, unused);
+    process_forward_guarded({}, nullptr);
   }
 }
 
@@ -174,12 +249,11 @@ void ExpertParallelRunner::release_followers() {
   send_command(kCommandStop);
 }
 
-void ExpertParallelRunner::run_rank(ep::Transport& t, const std::vector<int64_t>& sequences,
-                                    std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
-                                    const ForwardOptions& options, ForwardOutput& out) {
+RankOutput ExpertParallelRunner::run_rank(ep::Transport& t, const std::vector<int64_t>& sequences,
+                                          std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
+                                          const ForwardOptions& options) {
   const int rank = t.rank();
-  if (!buffers_[rank]) buffers_[rank] = std::make_unique<ep::Buffer>(t);
-  ep::Buffer& buffer = *buffers_[rank];
+  ep::Buffer& buffer = buffer_of(t);
   const ModelConfig& c = model_.config_;
   const Precision p = model_.options_.precision;
   const int64_t hidden = c.hidden_size;
@@ -223,7 +297,11 @@ void ExpertParallelRunner::run_rank(ep::Transport& t, const std::vector<int64_t>
   low_latency = low_latency && busiest <= kLowLatencyMaxTokens;
   const int64_t chunks = std::max<int64_t>(1, (busiest + kDispatchChunkTokens - 1) / kDispatchChunkTokens);
 
-  int64_t moe_index = 0;
+  RankOutput part;
+  if (options.record_routing)
+    for (const MicroBatch& mb : mbs)
+      for (const int64_t s : mb.sequences)
+        for (int64_t j = 0; j < tokens_of(s); ++j) part.tokens.push_back(layout.seq_begin[s] + j);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     trace::Span layer_span("layer", "model");
     layer_span.arg("layer", l).arg("rank", rank);
@@ -240,36 +318,31 @@ void ExpertParallelRunner::run_rank(ep::Transport& t, const std::vector<int64_t>
     }
     moe_layer(buffer, rank, l, low_latency ? 0 : chunks, mbs, cache.layers[l]);
     if (options.record_routing) {
-      for (const MicroBatch& mb : mbs) {
-        int64_t local = 0;
-        for (const int64_t s : mb.sequences)
-          for (int64_t j = 0; j < tokens_of(s); ++j, ++local) {
-            const auto first = mb.routing.experts.begin() + local * mb.routing.k;
-            out.routing[moe_index][layout.seq_begin[s] + j].assign(first, first + mb.routing.k);
-          }
-      }
+      std::vector<int32_t>& chosen = part.routing.emplace_back();
+      for (const MicroBatch& mb : mbs) chosen.insert(chosen.end(), mb.routing.experts.begin(), mb.routing.experts.end());
     }
-    ++moe_index;
   }
 
-  // Logits of this rank's rows, written straight into their places (ranks own disjoint rows).
+  // Logits of this rank's rows, and where they go in the forward's output.
+  std::vector<Tensor> logits;
   for (const MicroBatch& mb : mbs) {
     if (mb.rows == 0) continue;
-    std::vector<int64_t> picked, dest;
+    std::vector<int64_t> picked;
     for (int64_t i = 0; i < mb.layout.sequences(); ++i) {
       const int64_t s = mb.sequences[i];
       for (int64_t r = options.all_logits ? mb.layout.seq_begin[i] : mb.layout.seq_begin[i + 1] - 1;
            r < mb.layout.seq_begin[i + 1]; ++r) {
         picked.push_back(r);
-        dest.push_back(options.all_logits ? layout.seq_begin[s] + (r - mb.layout.seq_begin[i]) : s);
+        part.rows.push_back(options.all_logits ? layout.seq_begin[s] + (r - mb.layout.seq_begin[i]) : s);
       }
     }
-    const Tensor logits = model_.logits_of(mb.h, picked);
-    const int64_t vocab = logits.size(1);
-    for (size_t i = 0; i < dest.size(); ++i)
-      std::copy_n(logits.data<float>() + static_cast<int64_t>(i) * vocab, vocab,
-                  out.logits.mutable_data<float>() + dest[i] * vocab);
+    logits.push_back(model_.logits_of(mb.h, picked));
   }
+  const int64_t vocab = c.vocab_size;
+  part.logits = Tensor::empty(DType::kF32, {static_cast<int64_t>(part.rows.size()), vocab});
+  float* dst = part.logits.mutable_data<float>();
+  for (const Tensor& l : logits) dst = std::copy_n(l.data<float>(), l.numel(), dst);
+  return part;
 }
 
 void ExpertParallelRunner::normalize(MicroBatch& mb, const Tensor& weight) const {

@@ -20,12 +20,17 @@
 //
 // Ranks are threads of this process (ModelOptions::ep_ranks, the `local` transport), or, with
 // ModelOptions::ep_transport, processes (`shm`, `mpi`): then every process loads the model as one
-// rank holding only its experts, rank 0 calls forward() with all the sequences, and the others
-// call Model::follow(), which takes part in each of rank 0's forwards until rank 0's model is
-// destroyed (or release_followers()).
+// rank holding only its experts, rank 0 calls forward() and the others call Model::follow(),
+// which takes part in each of rank 0's forwards until rank 0's model is destroyed (or
+// release_followers()). Attention stays data-parallel: the KV cache's block ids are split into
+// one equal range per rank (KvCache::partitions), each process holds its range, and a sequence
+// is attended by the rank whose range holds its blocks (the engine allocates a sequence's blocks
+// in one range). Rank 0 broadcasts each forward's plan (the sequences, their ranks, their block
+// tables) and gathers every rank's logits and routing back.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <vector>
@@ -33,6 +38,7 @@
 #include "ep/buffer.h"
 #include "ep/launch.h"
 #include "ep/shared_memory_transport.h"
+#include "model/expert_parallel_wire.h"
 #include "model/model.h"
 
 namespace cachalot::model {
@@ -56,8 +62,12 @@ class ExpertParallelRunner {
 
   ForwardOutput forward(std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
                         const ForwardOptions& options);
+  // Ranks whose processes each hold a range of the KV cache's blocks (1 unless process mode).
+  int attention_ranks() const { return transport_ ? ranks_ : 1; }
+  // Process mode, rank 0: names a new KV cache to the other ranks (they keep their ranges of it).
+  void register_cache(KvCache& cache);
   // Process mode, ranks other than 0: take part in every forward rank 0 runs, until it stops.
-  void follow(KvCache& cache);
+  void follow();
   // Process mode, rank 0: tells the followers to return from follow().
   void release_followers();
 
@@ -65,12 +75,18 @@ class ExpertParallelRunner {
   struct MicroBatch;
   static constexpr uint8_t kCommandStop = 0, kCommandForward = 1;
 
-  // Runs `sequences` (indices into steps) as this rank: its micro-batches through every layer,
-  // their logits (and routing) written into out at the sequences' places.
-  void run_rank(ep::Transport& t, const std::vector<int64_t>& sequences, std::span<const SequenceStep> steps,
-                const BatchLayout& layout, KvCache& cache, const ForwardOptions& options, ForwardOutput& out);
-  void run_rank_guarded(ep::Transport& t, const std::vector<int64_t>& sequences, std::span<const SequenceStep> steps,
-                        const BatchLayout& layout, KvCache& cache, const ForwardOptions& options, ForwardOutput& out);
+  // Runs `sequences` (indices into steps) as this rank: its micro-batches through every layer;
+  // returns their logits (and routing).
+  RankOutput run_rank(ep::Transport& t, const std::vector<int64_t>& sequences, std::span<const SequenceStep> steps,
+                      const BatchLayout& layout, KvCache& cache, const ForwardOptions& options);
+  // Process mode, every rank: the plan from rank 0 (`plan` on rank 0), this rank's sequences on
+  // its partition of the cache (`cache` on rank 0), every rank's output gathered to rank 0.
+  ForwardOutput process_forward(std::span<const std::byte> plan, KvCache* cache);
+  ForwardOutput process_forward_guarded(std::span<const std::byte> plan, KvCache* cache);
+  ForwardPlan make_plan(std::span<const SequenceStep> steps, const KvCache& cache, const ForwardOptions& options);
+  KvCache& follower_cache(const ForwardPlan& plan);
+  ForwardOutput empty_output(const BatchLayout& layout, const ForwardOptions& options) const;
+  ep::Buffer& buffer_of(ep::Transport& t);
   void send_command(uint8_t command);
   void normalize(MicroBatch& mb, const Tensor& weight) const;
   // One MoE layer over the rank's micro-batches: route, dispatch, local experts, combine, shared.
@@ -86,6 +102,11 @@ class ExpertParallelRunner {
   std::vector<int32_t> log2phy_;                     // logical expert -> physical expert
   std::unique_ptr<ep::LocalRanks> group_;
   std::vector<std::unique_ptr<ep::Buffer>> buffers_; // [rank], made by the rank's thread
+  // Process mode. Rank 0: its caches' ids (alive while the KvCache holds them). Others: their
+  // partitions of rank 0's live caches, by id.
+  int64_t next_cache_id_ = 1;
+  std::vector<std::weak_ptr<const int64_t>> caches_;
+  std::map<int64_t, KvCache> partitions_;
 };
 
 }  // namespace cachalot::model

@@ -56,8 +56,7 @@ Model::Model(ModelConfig config, ModelOptions options, Checkpoint checkpoint)
 
 void Model::follow() const {
   CACHALOT_CHECK_ARG(options_.ep_transport != nullptr, "follow(): the model was not loaded as an EP process rank");
-  KvCache none = make_kv_cache(0);
-  ep_->follow(none);
+  ep_->follow();
 }
 
 void Model::release_followers() const {
@@ -109,7 +108,19 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelOptions& o
   return std::unique_ptr<Model>(new Model(std::move(config), options, std::move(checkpoint)));
 }
 
+int Model::attention_ranks() const { return ep_ ? ep_->attention_ranks() : 1; }
+
 KvCache Model::make_kv_cache(int64_t num_blocks) const {
+  const int ranks = attention_ranks();
+  CACHALOT_CHECK_ARG(num_blocks >= 0 && num_blocks % ranks == 0,
+                     "KV cache: {} blocks do not split evenly over the {} attention ranks", num_blocks, ranks);
+  KvCache cache = make_partition(num_blocks / ranks);
+  cache.partitions = ranks;
+  if (ranks > 1) ep_->register_cache(cache);
+  return cache;
+}
+
+KvCache Model::make_partition(int64_t num_blocks) const {
   mla::CacheConfig c{config_.kv_lora_rank, config_.qk_rope_head_dim,
                      options_.precision == Precision::kExact ? mla::KvFormat::kF32 : options_.kv_format};
   KvCache cache;

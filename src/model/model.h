@@ -47,9 +47,18 @@ struct ModelOptions {
 };
 
 // The model's KV cache: one paged cache per layer, all addressed by the same block ids.
+//
+// With expert parallelism over processes the block ids [0, num_blocks()) are split into
+// `partitions` equal ranges, one per attention rank: this process (rank 0) holds the first in
+// `layers`, each other rank holds its own range in its process, and a sequence's blocks must all
+// lie in one range (that rank attends for it). Otherwise partitions is 1.
 struct KvCache {
   std::vector<mla::PagedKvCache> layers;
-  int64_t num_blocks() const { return layers.empty() ? 0 : layers[0].num_blocks(); }
+  int64_t partitions = 1;
+  std::shared_ptr<const int64_t> ep_id;  // process-mode EP: names the cache to the other ranks
+
+  int64_t blocks_per_partition() const { return layers.empty() ? 0 : layers[0].num_blocks(); }
+  int64_t num_blocks() const { return blocks_per_partition() * partitions; }
 };
 
 struct SequenceStep {
@@ -81,7 +90,11 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
   const ModelWeights& weights() const { return weights_; }
+  // num_blocks must split evenly over attention_ranks().
   KvCache make_kv_cache(int64_t num_blocks) const;
+  // Processes whose KV caches hold one range of block ids each (KvCache::partitions): the EP
+  // ranks with ModelOptions::ep_transport, else 1.
+  int attention_ranks() const;
   // Bytes of KV cache per token over all layers.
   int64_t kv_bytes_per_token() const;
 
@@ -99,6 +112,8 @@ class Model {
   friend class ExpertParallelRunner;
   Model(ModelConfig config, ModelOptions options, Checkpoint checkpoint);
 
+  // One process's range of a cache: num_blocks blocks per layer.
+  KvCache make_partition(int64_t num_blocks) const;
   // The pieces both forward paths share.
   Tensor embed(std::span<const SequenceStep> steps, int64_t rows) const;       // F32 [rows, hidden]
   void add_residual(Tensor& h, const Tensor& delta) const;

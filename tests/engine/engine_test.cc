@@ -4,8 +4,13 @@
 
 #include <numeric>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include "core/error.h"
 #include "engine/engine.h"
+#include "ep/launch.h"
+#include "model/expert_parallel.h"
 #include "tests/support/test_support.h"
 
 namespace cachalot::engine {
@@ -176,6 +181,37 @@ TEST_F(EngineTest, DrainFinishesInFlightWorkThenRefuses) {
   auto slow = busy.submit(greedy(prompt_of(10, 3), 1000));
   busy.drain(1ms);
   EXPECT_EQ(collect(*slow).finish.reason, FinishReason::kCancelled);
+}
+
+// EP ranks as processes over shared memory: each process holds its own range of the KV blocks
+// and attends for the sequences the engine placed there (rank 0 could not hold the others'
+// blocks, so decoding correctly proves the followers kept them). Outputs equal the reference,
+// sequences land on both ranks, and a repeated prompt hits the prefix cache on its rank.
+TEST_F(EngineTest, ProcessRanksAttendForTheirOwnKvBlocks) {
+  const std::vector<int> lengths = {5, 70, 130, 12, 64, 33};
+  std::vector<std::vector<int32_t>> want;
+  for (size_t i = 0; i < lengths.size(); ++i) want.push_back(reference_greedy(*model_, prompt_of(lengths[i], static_cast<int>(i)), 8));
+  ep::TransportOptions o = model::expert_parallel_transport_options(model_->config(), 2);
+  o.timeout = 60s;
+  const std::vector<int> status = ep::run_shm_ranks(2, o, [&](ep::Transport& t) {
+    const std::shared_ptr<ep::Transport> borrowed(&t, [](ep::Transport*) {});
+    std::shared_ptr<const model::Model> m =
+        model::Model::load(dir_, {.precision = model::Precision::kExact, .ep_transport = borrowed});
+    if (t.rank() != 0) return m->follow();
+    if (m->attention_ranks() != 2) throw std::runtime_error("expected 2 attention ranks");
+    Engine engine(m, nullptr, {.kv_blocks = 2 * 16, .max_batch_tokens = 64, .max_running = 8});
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (size_t i = 0; i < lengths.size(); ++i) streams.push_back(engine.submit(greedy(prompt_of(lengths[i], static_cast<int>(i)), 8)));
+    for (size_t i = 0; i < lengths.size(); ++i)
+      if (collect(*streams[i]).tokens != want[i]) throw std::runtime_error(fmt::format("request {} differs", i));
+    const MetricsSnapshot after = engine.metrics().snapshot();
+    if (after.rank_admitted.size() != 2 || after.rank_admitted[0] == 0 || after.rank_admitted[1] == 0)
+      throw std::runtime_error(fmt::format("sequences per rank: {}", fmt::join(after.rank_admitted, ",")));
+    const Collected again = collect(*engine.submit(greedy(prompt_of(130, 2), 8)));
+    if (again.tokens != want[2] || again.finish.cached_prompt_tokens != 128)
+      throw std::runtime_error(fmt::format("repeat: {} cached tokens", again.finish.cached_prompt_tokens));
+  });
+  for (size_t r = 0; r < status.size(); ++r) EXPECT_EQ(ep::describe_exit_status(status[r]), "exited 0") << "rank " << r;
 }
 
 }  // namespace

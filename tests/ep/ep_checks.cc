@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "ep/buffer.h"
+#include "ep/collectives.h"
 #include "gemm/quantize.h"
 
 namespace cachalot::ep::checks {
@@ -319,7 +320,41 @@ void low_latency_roundtrip(Transport& t, const Case& c) {
   }
 }
 
+namespace {
+
+// Rank r's test message of `size` bytes for `tag`: regenerable by every rank.
+std::vector<std::byte> message_of(int rank, int tag, size_t size) {
+  std::vector<std::byte> m(size);
+  for (size_t i = 0; i < size; ++i) m[i] = static_cast<std::byte>((i * 131 + static_cast<size_t>(rank) * 17 + tag * 7) & 0xff);
+  return m;
+}
+
+}  // namespace
+
+void collectives(Transport& t) {
+  Buffer buffer(t);
+  const int world = t.world_size();
+  const size_t piece = buffer.max_message_bytes();
+  // Sizes per rank: empty, small, and up to 2.5 pieces (three rounds), ragged over the ranks.
+  const auto size_for = [&](int rank, int tag) { return tag == 0 ? size_t{0} : (piece * 5 / 2) * ((rank + tag) % 3) / 2 + 13 * tag; };
+  for (int tag = 0; tag < 3; ++tag)
+    for (int root = 0; root < world; ++root) {
+      const std::vector<std::byte> sent = message_of(root, tag, size_for(root, tag));
+      const std::vector<std::byte> got = broadcast_bytes(buffer, root, t.rank() == root ? sent : std::vector<std::byte>{});
+      if (got != sent) throw std::runtime_error(fmt::format("broadcast from root {} tag {}: wrong bytes at rank {}", root, tag, t.rank()));
+      const std::vector<std::vector<std::byte>> all = gather_bytes(buffer, root, message_of(t.rank(), tag, size_for(t.rank(), tag)));
+      if (t.rank() != root) {
+        if (!all.empty()) throw std::runtime_error("gather: a non-root rank received something");
+        continue;
+      }
+      for (int src = 0; src < world; ++src)
+        if (all.at(static_cast<size_t>(src)) != message_of(src, tag, size_for(src, tag)))
+          throw std::runtime_error(fmt::format("gather to root {} tag {}: wrong bytes from rank {}", root, tag, src));
+    }
+}
+
 void all_cases(Transport& t) {
+  collectives(t);
   std::vector<Case> cases;
   uint64_t seed = 1;
   for (const Routing routing : {Routing::kRandom, Routing::kSkewed, Routing::kFirstRankOnly, Routing::kOneRankEach, Routing::kWithHoles})

@@ -39,6 +39,9 @@ void normal_roundtrip(Transport& t, const Case& c);
 // Low-latency mode: counts, rows and src_info vs their sources, two operations outstanding at
 // once, weighted combine of identity experts == x * sum(weights).
 void low_latency_roundtrip(Transport& t, const Case& c);
+// broadcast_bytes / gather_bytes with every root, empty messages and messages several slot
+// regions long (several rounds), the bytes checked against their sources.
+void collectives(Transport& t);
 // All of the above over a set of cases.
 void all_cases(Transport& t);
 // A message too large for the slot fails on every rank with kResourceExhausted, and the group

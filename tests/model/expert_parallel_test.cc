@@ -150,7 +150,8 @@ TEST(ExpertParallel, FastModeAgreesWithTheReferenceAndOneRank) {
   EXPECT_GE(double(same) / total, 0.75) << same << " of " << total;
 }
 
-// Ranks as processes over shared memory: rank 0 drives the same batch, the others follow.
+// Ranks as processes over shared memory: rank 0 drives the same batch, the others follow, each
+// attending for the sequences whose KV blocks its process holds.
 TEST(ExpertParallel, ProcessesOverShmMatchOneRank) {
   CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
   const auto prompts = golden_prompts(dir);
@@ -162,7 +163,21 @@ TEST(ExpertParallel, ProcessesOverShmMatchOneRank) {
       const std::shared_ptr<ep::Transport> borrowed(&t, [](ep::Transport*) {});
       const auto m = Model::load(dir, {.precision = Precision::kExact, .ep_transport = borrowed, .ep_overlap = true});
       if (t.rank() != 0) return m->follow();
+      // run_batch puts each sequence's blocks in its own range of ids, so the ranks share the
+      // sequences (each process holds one range): the decode steps read KV the owner wrote.
       if (run_batch(*m, prompts, 4).greedy != expected) throw Error(ErrorKind::kInternal, "greedy tokens differ");
+      // A sequence whose blocks lie in two ranks' ranges is refused, and the group goes on.
+      KvCache cache = m->make_kv_cache(2 * ranks);
+      const std::vector<int32_t> spanning = {0, 2}, tokens(70, 5);
+      const SequenceStep bad{tokens, 0, spanning};
+      try {
+        m->forward({&bad, 1}, cache);
+        throw Error(ErrorKind::kInternal, "blocks in two ranges accepted");
+      } catch (const Error& e) {
+        if (std::string(e.what()).find("different attention ranks' ranges") == std::string::npos) throw;
+      }
+      if (run_batch(*m, prompts, 2).greedy[0] != std::vector<int32_t>(expected[0].begin(), expected[0].begin() + 2))
+        throw Error(ErrorKind::kInternal, "the group did not recover");
     });
     for (int r = 0; r < ranks; ++r) EXPECT_EQ(ep::describe_exit_status(status[r]), "exited 0") << ranks << " ranks, rank " << r;
   }
