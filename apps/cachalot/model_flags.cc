@@ -35,7 +35,10 @@ void run_as_ep_leader(const ModelFlags& flags, const std::string& model_dir,
   CACHALOT_CHECK_ARG(world >= 1, "--ep-transport mpi: start cachalot under mpirun -np N (N ranks)");
   // Checked before MPI starts: every process fails alike and none waits on one that left.
   model::check_expert_parallel(config, world);
-  const std::shared_ptr<ep::Transport> t = ep::open_mpi_transport(model::expert_parallel_transport_options(config, world));
+  // Slots sized for the hosts mpirun spread the ranks over (internode dispatch forwards through
+  // one rank per host and local index, which then passes on up to nodes x chunk rows).
+  const int nodes = world / ep::mpi_ranks_per_host();
+  const std::shared_ptr<ep::Transport> t = ep::open_mpi_transport(model::expert_parallel_transport_options(config, world, nodes));
   CACHALOT_CHECK_ARG(flags.ep == 1 || flags.ep == t->world_size(), "--ep {} with mpirun -np {}: leave --ep out or make them equal",
                      flags.ep, t->world_size());
   as_rank(t);

@@ -160,36 +160,9 @@ DispatchLayout Buffer::get_dispatch_layout(const Tensor& topk_idx, int64_t num_e
 
 namespace {
 
-// Sections of a normal dispatch message.
-MessageLayout dispatch_sections(int64_t rows, int64_t k, int64_t kb, size_t row_bytes) {
-  const size_t r = static_cast<size_t>(rows);
-  return MessageLayout{r * 4, r * static_cast<size_t>(k) * 4, r * static_cast<size_t>(k) * 4, r * static_cast<size_t>(kb) * 4,
-                       r * row_bytes};
-}
-enum DispatchSection { kSrcIndex, kTopkIdx, kTopkWeights, kScales, kRows };
-
-// Writes source token t's row i of a dispatch message (or of an in-place receive layout).
-struct RowWriter {
-  const std::vector<int32_t>& topk;
-  const Tensor& weights;
-  const Tensor& scales;
-  const std::byte* x;
-  int64_t k, kb, per;
-  size_t row_bytes;
-  void write(std::span<std::byte> m, const MessageLayout& s, int dst, int64_t t, int64_t i) const {
-    s.section<int32_t>(m, kSrcIndex)[i] = static_cast<int32_t>(t);
-    int32_t* idx = s.section<int32_t>(m, kTopkIdx) + i * k;
-    float* w = s.section<float>(m, kTopkWeights) + i * k;
-    for (int64_t j = 0; j < k; ++j) {
-      const int32_t e = topk[t * k + j];
-      idx[j] = e >= 0 && e / per == dst ? static_cast<int32_t>(e % per) : -1;
-      w[j] = weights.data<float>()[t * k + j];
-    }
-    if (kb > 0) std::copy_n(scales.data<float>() + t * kb, kb, s.section<float>(m, kScales) + i * kb);
-    std::memcpy(s.section<std::byte>(m, kRows) + static_cast<size_t>(i) * row_bytes, x + static_cast<size_t>(t) * row_bytes,
-                row_bytes);
-  }
-};
+using detail::dispatch_sections;
+using detail::RowWriter;
+using namespace detail::dispatch_section;
 
 // In-place dispatch over a transport that shares memory: returns recv_begin (rows received
 // from each source, as prefix sums).
@@ -263,7 +236,13 @@ PendingNormalDispatch Buffer::dispatch_async(const Tensor& x, const Tensor& x_sc
   p.experts_per_rank_ = per;
   p.handle_.num_tokens = tokens;
   p.handle_.is_token_in_rank = layout.is_token_in_rank;
-  const RowWriter writer{topk, topk_weights, x_scales, static_cast<const std::byte*>(x.raw_data()), k, kb, per, row_bytes};
+  const RowWriter writer{topk, topk_weights, x_scales, static_cast<const std::byte*>(x.raw_data()), k, kb, per, row_bytes,
+                         rank()};
+  if (internode()) {
+    p.internode_ = true;
+    post_internode_dispatch(p.slot_, writer, layout);
+    return p;
+  }
   if (options.in_place && transport_->shares_memory()) {
     p.in_place_ = true;
     p.handle_.recv_begin = send_in_place(*transport_, p.slot_, writer, layout);
@@ -288,6 +267,7 @@ PendingNormalDispatch Buffer::dispatch_async(const Tensor& x, const Tensor& x_sc
 DispatchResult PendingNormalDispatch::receive() {
   CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a dispatch that was not posted or was received already");
   trace::Span span("ep_dispatch_recv", "ep");
+  if (internode_) return std::exchange(buffer_, nullptr)->receive_internode_dispatch(*this);
   Transport& t = std::exchange(buffer_, nullptr)->complete_round(slot_, "dispatch", /*has_headers=*/!in_place_);
   const int world = t.world_size();
   const bool fp8 = dtype_ == DType::kF8E4M3;
@@ -359,6 +339,11 @@ PendingNormalCombine Buffer::combine_async(const Tensor& expert_out, const Dispa
   p.dtype_ = expert_out.dtype();
   p.hidden_ = hidden;
   p.handle_ = handle;
+  if (internode()) {
+    p.internode_ = true;
+    post_internode_combine(p.slot_, expert_out, handle);
+    return p;
+  }
   const auto* bytes = static_cast<const std::byte*>(expert_out.raw_data());
   detail::send_messages(*transport_, p.slot_, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
     const int64_t begin = handle.recv_begin[dst], rows = handle.recv_begin[dst + 1] - begin;
@@ -373,6 +358,7 @@ PendingNormalCombine Buffer::combine_async(const Tensor& expert_out, const Dispa
 Tensor PendingNormalCombine::receive() {
   CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a combine that was not posted or was received already");
   trace::Span span("ep_combine_recv", "ep");
+  if (internode_) return std::exchange(buffer_, nullptr)->receive_internode_combine(*this);
   Transport& t = std::exchange(buffer_, nullptr)->complete_round(slot_, "combine");
   const int world = t.world_size();
   // Sum in rank order: token t's rows come from the ranks that hold it, in ascending order.
@@ -394,7 +380,8 @@ Tensor PendingNormalCombine::receive() {
 }
 
 size_t Buffer::normal_slot_bytes(int world, int64_t tokens, int64_t hidden, int64_t k, size_t dispatch_elem,
-                                 size_t combine_elem) {
+                                 size_t combine_elem, int nodes) {
+  tokens *= std::max(nodes, 1);
   const int64_t kb = dispatch_elem == 1 ? (hidden + 127) / 128 : 0;
   const size_t dispatch = dispatch_sections(tokens, k, kb, static_cast<size_t>(hidden) * dispatch_elem).total();
   const size_t combine = MessageLayout{static_cast<size_t>(tokens * hidden) * combine_elem}.total();

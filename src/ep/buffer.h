@@ -10,6 +10,9 @@
 //   Tensor y = buffer.combine(expert_out, r.handle);  // plain sum over the ranks, F32 [T, H]
 // Each token reaches each rank holding one of its experts once; received rows are grouped by
 // source rank ascending, then by token index: deterministic, and combine sums in rank order.
+// With ranks on several nodes (Transport::num_nodes() > 1, several ranks per node) a token
+// crosses to each node once and is forwarded inside it, and combine sums per node first, then
+// over nodes in node order (ep/internode.cc: DeepEP's internode mode).
 //
 // Low-latency mode (decode: latency; fixed cap of tokens per rank, one message per (token,
 // expert) pair, received straight into the masked grouped GEMM's layout):
@@ -49,6 +52,10 @@ struct DispatchHandle {
   int64_t num_tokens = 0;                  // at this rank, before dispatch
   std::vector<uint8_t> is_token_in_rank;   // [tokens][world] of this rank's tokens
   std::vector<int64_t> recv_begin;         // [world + 1]: received rows from each source
+  // Internode mode (ep/internode.cc), as forwarder: the rows from rank `local` of each node
+  // ([nodes + 1] prefix sums) and the ranks of this node each went on to ([rows][ranks_per_node]).
+  std::vector<int64_t> forward_begin;
+  std::vector<uint8_t> forwarded_to;
 };
 
 // Normal dispatch's receive side. With DispatchOptions::in_place (and a transport that shares
@@ -91,6 +98,9 @@ struct DispatchOptions {
 };
 
 class Buffer;
+namespace detail {
+struct RowWriter;
+}
 
 // A normal-mode dispatch or combine whose sends are out; receive() waits for the messages to
 // this rank and lays them out (Buffer::dispatch == dispatch_async(...).receive()).
@@ -105,6 +115,7 @@ class PendingNormalDispatch {
   DType dtype_ = DType::kF32;
   int64_t hidden_ = 0, k_ = 0, experts_per_rank_ = 0;
   bool in_place_ = false;
+  bool internode_ = false;
   DispatchHandle handle_;  // in place: recv_begin is known at send time
 };
 
@@ -118,6 +129,7 @@ class PendingNormalCombine {
   int slot_ = -1;
   DType dtype_ = DType::kF32;
   int64_t hidden_ = 0;
+  bool internode_ = false;
   DispatchHandle handle_;
 };
 
@@ -180,8 +192,9 @@ class Buffer {
   // Slot bytes (TransportOptions::slot_bytes) that never overflow: normal mode with up to
   // `tokens` rows per rank (every token could go to every rank), elements of dispatch_elem bytes
   // (1 = FP8 with scales) sent and combine_elem bytes returned; low-latency mode.
+  // With ranks on `nodes` nodes a forwarder passes on up to nodes x tokens rows.
   static size_t normal_slot_bytes(int world, int64_t tokens, int64_t hidden, int64_t k, size_t dispatch_elem,
-                                  size_t combine_elem);
+                                  size_t combine_elem, int nodes = 1);
   static size_t low_latency_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t k, int64_t local_experts);
 
   // One round of byte messages: to_each[dst] (at most max_message_bytes(), empty allowed) to
@@ -205,6 +218,14 @@ class Buffer {
   // What every pending operation's receive() starts with: wait for the round on `slot`, then
   // (messages with headers) check for overflow. Returns the transport.
   Transport& complete_round(int slot, const char* what, bool has_headers = true);
+
+  // Internode normal mode (ep/internode.cc): ranks on several nodes of several ranks each; every
+  // operation takes two rounds on its slot (to the nodes, then within them).
+  bool internode() const;
+  void post_internode_dispatch(int slot, const detail::RowWriter& writer, const DispatchLayout& layout);
+  DispatchResult receive_internode_dispatch(PendingNormalDispatch& p);
+  void post_internode_combine(int slot, const Tensor& expert_out, const DispatchHandle& handle);
+  Tensor receive_internode_combine(PendingNormalCombine& p);
 
   // A tensor of this dtype and shape kept for `slot` (allocated once: a fresh one per call would
   // fault in hundreds of MB of zeroed pages, which dominated low-latency receives).

@@ -40,6 +40,22 @@ void init_mpi_once() {
   });
 }
 
+int ranks_on_my_host(MPI_Comm comm) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm host;
+  check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &host), "MPI_Comm_split_type");
+  int n = 0;
+  MPI_Comm_size(host, &n);
+  MPI_Comm_free(&host);
+  // Every host must hold the same number of consecutive ranks (mpirun --map-by node breaks it).
+  int lo = 0, hi = 0;
+  MPI_Allreduce(&n, &lo, 1, MPI_INT, MPI_MIN, comm);
+  MPI_Allreduce(&n, &hi, 1, MPI_INT, MPI_MAX, comm);
+  if (lo != hi) raise(ErrorKind::kUnsupported, "ep: hosts hold between {} and {} ranks; give every host the same number", lo, hi);
+  return n;
+}
+
 class MpiTransport final : public Transport {
  public:
   explicit MpiTransport(const TransportOptions& options) : options_(options) {
@@ -48,7 +64,7 @@ class MpiTransport final : public Transport {
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &world_);
-    if (options_.ranks_per_node <= 0) options_.ranks_per_node = ranks_on_my_host();
+    if (options_.ranks_per_node <= 0) options_.ranks_per_node = ranks_on_my_host(comm_);
     CACHALOT_CHECK_ARG(world_ % options_.ranks_per_node == 0, "ep: {} MPI ranks do not split into nodes of {}", world_,
                        options_.ranks_per_node);
     for (int s = 0; s < kNumSlots; ++s) {
@@ -151,20 +167,6 @@ class MpiTransport final : public Transport {
     return slots_[slot];
   }
 
-  int ranks_on_my_host() {
-    MPI_Comm host;
-    check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &host), "MPI_Comm_split_type");
-    int n = 0;
-    MPI_Comm_size(host, &n);
-    MPI_Comm_free(&host);
-    // Every host must hold the same number of consecutive ranks (mpirun --map-by node breaks it).
-    int lo = 0, hi = 0;
-    MPI_Allreduce(&n, &lo, 1, MPI_INT, MPI_MIN, comm_);
-    MPI_Allreduce(&n, &hi, 1, MPI_INT, MPI_MAX, comm_);
-    if (lo != hi) raise(ErrorKind::kUnsupported, "ep: hosts hold between {} and {} ranks; give every host the same number", lo, hi);
-    return n;
-  }
-
   TransportOptions options_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, world_ = 1;
@@ -177,6 +179,11 @@ int mpirun_world_size() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
     if (const char* v = std::getenv(name)) return std::atoi(v);
   return 0;
+}
+
+int mpi_ranks_per_host() {
+  init_mpi_once();
+  return ranks_on_my_host(MPI_COMM_WORLD);
 }
 
 std::unique_ptr<Transport> open_mpi_transport(const TransportOptions& options) {

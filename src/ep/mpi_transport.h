@@ -17,6 +17,11 @@ namespace cachalot::ep {
 // Initialises MPI (thread level: serialized) on first use; finalised at exit.
 std::unique_ptr<Transport> open_mpi_transport(const TransportOptions& options = {});
 
+// Ranks on this host (the same on every host; collective over MPI_COMM_WORLD, initialises MPI):
+// what the transport takes as ranks per node unless told otherwise, known before it is opened
+// so that slots can be sized for the node count.
+int mpi_ranks_per_host();
+
 // The number of processes mpirun started, from its environment (OMPI_COMM_WORLD_SIZE,
 // PMI_SIZE) before MPI is initialised; 0 when this process was not started by mpirun.
 int mpirun_world_size();

@@ -80,10 +80,10 @@ void check_expert_parallel(const ModelConfig& c, int ranks) {
                      ranks, c.n_routed_experts, ranks);
 }
 
-ep::TransportOptions expert_parallel_transport_options(const ModelConfig& c, int ranks) {
+ep::TransportOptions expert_parallel_transport_options(const ModelConfig& c, int ranks, int nodes) {
   ep::TransportOptions o;
   o.slot_bytes = std::max(
-      ep::Buffer::normal_slot_bytes(ranks, kDispatchChunkTokens, c.hidden_size, c.num_experts_per_tok, 4, 4),
+      ep::Buffer::normal_slot_bytes(ranks, kDispatchChunkTokens, c.hidden_size, c.num_experts_per_tok, 4, 4, nodes),
       ep::Buffer::low_latency_slot_bytes(ranks, kLowLatencyMaxTokens, c.hidden_size, c.num_experts_per_tok,
                                          c.n_routed_experts / ranks));
   o.timeout = std::chrono::seconds(100);

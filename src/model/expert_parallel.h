@@ -51,9 +51,9 @@ inline constexpr int64_t kLowLatencyMaxTokens = 128;
 // Error(kInvalidArgument) unless `ranks` ranks (1..ep::kMaxRanks) split the routed experts evenly.
 void check_expert_parallel(const ModelConfig& config, int ranks);
 
-// Transport options (slot sizes) an EP group of `ranks` needs for this model: one dispatch
-// chunk of every rank, F32 both ways (exact mode), and a low-latency round, fit a slot.
-ep::TransportOptions expert_parallel_transport_options(const ModelConfig& config, int ranks);
+// Transport options (slot sizes) an EP group of `ranks` on `nodes` nodes needs for this model: one
+// dispatch chunk of every rank, F32 both ways (exact mode), and a low-latency round, fit a slot.
+ep::TransportOptions expert_parallel_transport_options(const ModelConfig& config, int ranks, int nodes = 1);
 
 class ExpertParallelRunner {
  public:

@@ -224,12 +224,21 @@ void normal_roundtrip(Transport& t, const Case& c) {
   const Tensor y = buffer.combine(expert_out, r.handle);
   expect(y.size(0) == mine.tokens && y.size(1) == c.hidden, "{}: combine returned {}", c.name(), y.description());
   for (int64_t tok = 0; tok < mine.tokens; ++tok) {
+    // Rank order within each node, then node order (one node: plain rank order).
     std::vector<float> want(static_cast<size_t>(c.hidden), 0.0f);
-    for (int dst = 0; dst < world; ++dst) {
-      if (!layout.is_token_in_rank[tok * world + dst]) continue;
-      std::vector<float> part(static_cast<size_t>(c.hidden), 0.0f);
-      add_weighted(mine, tok, c.fp8, [&](int32_t e) { return e >= 0 && e / per == dst; }, part);
-      for (int64_t i = 0; i < c.hidden; ++i) want[i] += part[i];
+    const int per_node = t.ranks_per_node();
+    for (int node = 0; node < t.num_nodes(); ++node) {
+      std::vector<float> node_sum(static_cast<size_t>(c.hidden), 0.0f);
+      bool any = false;
+      for (int dst = node * per_node; dst < (node + 1) * per_node; ++dst) {
+        if (!layout.is_token_in_rank[tok * world + dst]) continue;
+        std::vector<float> part(static_cast<size_t>(c.hidden), 0.0f);
+        add_weighted(mine, tok, c.fp8, [&](int32_t e) { return e >= 0 && e / per == dst; }, part);
+        for (int64_t i = 0; i < c.hidden; ++i) node_sum[i] += part[i];
+        any = true;
+      }
+      if (any)
+        for (int64_t i = 0; i < c.hidden; ++i) want[i] += node_sum[i];
     }
     expect(same_bytes(y.data<float>() + tok * c.hidden, want.data(), want.size() * 4),
            "{}: combine of token {} is not the rank-ordered sum", c.name(), tok);

@@ -19,6 +19,13 @@ int main() {
     per_rank_nodes.ranks_per_node = 1;
     std::unique_ptr<Transport> nodes = open_mpi_transport(per_rank_nodes);
     checks::all_cases(*nodes);
+    // Nodes of two ranks each: the internode path (a forwarder per node and local index).
+    if (t->world_size() >= 4 && t->world_size() % 2 == 0) {
+      TransportOptions pairs = options;
+      pairs.ranks_per_node = 2;
+      std::unique_ptr<Transport> paired = open_mpi_transport(pairs);
+      checks::all_cases(*paired);
+    }
     TransportOptions small = options;
     small.slot_bytes = 256 << 10;
     std::unique_ptr<Transport> s = open_mpi_transport(small);

@@ -34,6 +34,27 @@ class LocalRanks : public ::testing::TestWithParam<int> {};
 TEST_P(LocalRanks, DispatchCombineAllCases) { run_local_ranks(GetParam(), small_options(), checks::all_cases); }
 INSTANTIATE_TEST_SUITE_P(Ranks, LocalRanks, ::testing::Values(1, 2, 4, 8));
 
+// Internode mode: ranks on several "nodes" (TransportOptions::ranks_per_node), so tokens cross
+// to each node once through a forwarder and combine sums per node first.
+class LocalNodes : public ::testing::TestWithParam<std::tuple<int, int>> {};
+TEST_P(LocalNodes, DispatchCombineAllCases) {
+  TransportOptions o = small_options();
+  o.ranks_per_node = std::get<1>(GetParam());
+  run_local_ranks(std::get<0>(GetParam()), o, [&](Transport& t) {
+    if (t.num_nodes() != std::get<0>(GetParam()) / o.ranks_per_node) throw std::runtime_error("wrong node count");
+    checks::all_cases(t);
+  });
+}
+INSTANTIATE_TEST_SUITE_P(RanksPerNode, LocalNodes,
+                         ::testing::Values(std::make_tuple(4, 2), std::make_tuple(8, 2), std::make_tuple(8, 4),
+                                           std::make_tuple(6, 3)));
+
+TEST(ShmNodes, DispatchCombineAllCases) {
+  TransportOptions o = small_options();
+  o.ranks_per_node = 2;
+  expect_all_exited_zero(run_shm_ranks(4, o, checks::all_cases));
+}
+
 class ShmRanks : public ::testing::TestWithParam<int> {};
 TEST_P(ShmRanks, DispatchCombineAllCases) { expect_all_exited_zero(run_shm_ranks(GetParam(), small_options(), checks::all_cases)); }
 INSTANTIATE_TEST_SUITE_P(Ranks, ShmRanks, ::testing::Values(2, 4, 8));

@@ -156,8 +156,10 @@ TEST(ExpertParallel, ProcessesOverShmMatchOneRank) {
   CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
   const auto prompts = golden_prompts(dir);
   const auto expected = run_batch(*Model::load(dir, {.precision = Precision::kExact}), prompts, 4).greedy;
-  for (const int ranks : {2, 4}) {
-    ep::TransportOptions o = expert_parallel_transport_options(load_config(dir), ranks);
+  // (ranks, ranks per node): 4 ranks as 2 nodes of 2 take the internode dispatch/combine.
+  for (const auto [ranks, per_node] : {std::pair{2, 0}, std::pair{4, 0}, std::pair{4, 2}}) {
+    ep::TransportOptions o = expert_parallel_transport_options(load_config(dir), ranks, per_node ? ranks / per_node : 1);
+    o.ranks_per_node = per_node;
     o.timeout = std::chrono::seconds(60);
     const std::vector<int> status = ep::run_shm_ranks(ranks, o, [&](ep::Transport& t) {
       const std::shared_ptr<ep::Transport> borrowed(&t, [](ep::Transport*) {});
@@ -179,7 +181,8 @@ TEST(ExpertParallel, ProcessesOverShmMatchOneRank) {
       if (run_batch(*m, prompts, 2).greedy[0] != std::vector<int32_t>(expected[0].begin(), expected[0].begin() + 2))
         throw Error(ErrorKind::kInternal, "the group did not recover");
     });
-    for (int r = 0; r < ranks; ++r) EXPECT_EQ(ep::describe_exit_status(status[r]), "exited 0") << ranks << " ranks, rank " << r;
+    for (int r = 0; r < ranks; ++r)
+      EXPECT_EQ(ep::describe_exit_status(status[r]), "exited 0") << ranks << " ranks (" << per_node << " per node), rank " << r;
   }
 }
 
