@@ -20,6 +20,8 @@ const std::vector<Bench>& all_benches() {
        run_serve},
       {"ep", "expert-parallel dispatch/combine over shm ranks (V3 shapes): GB/s and latency vs memcpy and MPI_Alltoallv",
        run_ep},
+      {"eplb", "EPLB placement: GPU balancedness on Zipf loads vs no replication, placement time vs sorting the loads",
+       run_eplb},
   };
   return benches;
 }

@@ -32,5 +32,6 @@ void run_model(const Options& options, Reporter& reporter);
 void run_tokenizer(const Options& options, Reporter& reporter);
 void run_serve(const Options& options, Reporter& reporter);
 void run_ep(const Options& options, Reporter& reporter);
+void run_eplb(const Options& options, Reporter& reporter);
 
 }  // namespace cachalot::bench

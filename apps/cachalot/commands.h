@@ -13,5 +13,6 @@ void add_init_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
+void add_eplb_command(CLI::App& app);
 
 }  // namespace cachalot::cli

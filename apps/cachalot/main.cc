@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   cli::add_generate_command(app);
   cli::add_tokenize_command(app);
   cli::add_serve_command(app);
+  cli::add_eplb_command(app);
 
   try {
     log::init();

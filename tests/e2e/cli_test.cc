@@ -117,5 +117,31 @@ TEST(Cli, BenchPrintsOneJsonObjectPerCaseWithPeerAndRatio) {
   EXPECT_GE(spans, 5);
 }
 
+TEST(Cli, EplbPrintsThePlacementAndBalancedness) {
+  testing::TempDir dir;
+  write_text_file(dir.file("loads.json"),
+                  "[[90,132,40,61,104,165,39,4,73,56,183,86],[20,107,104,64,19,197,187,157,172,86,16,27]]");
+  const auto r = run_cachalot({"eplb", "--loads", dir.file("loads.json"), "--replicas", "16", "--groups", "4", "--nodes",
+                               "2", "--gpus", "8", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json p = json::parse(r.out);
+  EXPECT_EQ(p["policy"], "hierarchical");
+  EXPECT_EQ(p["phy2log"][0], json::parse("[5,6,5,7,8,4,3,4,10,9,10,2,0,1,11,1]"));
+  EXPECT_EQ(p["log2phy"][0][5], json::parse("[0,2]"));
+  EXPECT_GT(p["balancedness"]["after"].get<double>(), 0.5);
+  const auto table = run_cachalot({"eplb", "--loads", dir.file("loads.json"), "--replicas", "16", "--gpus", "4"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("global policy"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("before (no replication)"), std::string::npos) << table.out;
+  // Bad input: one line naming the problem.
+  write_text_file(dir.file("ragged.json"), "[[1,2],[3]]");
+  const auto bad = run_cachalot({"eplb", "--loads", dir.file("ragged.json"), "--replicas", "4", "--gpus", "2"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_EQ(count_lines(bad.err), 1) << bad.err;
+  EXPECT_NE(bad.err.find("layer 1 has 1 experts"), std::string::npos) << bad.err;
+  const auto uneven = run_cachalot({"eplb", "--loads", dir.file("loads.json"), "--replicas", "16", "--gpus", "5"});
+  EXPECT_NE(uneven.err.find("16 replicas do not split evenly over 5 GPUs"), std::string::npos) << uneven.err;
+}
+
 }  // namespace
 }  // namespace cachalot
