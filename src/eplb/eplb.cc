@@ -159,6 +159,36 @@ Placement rebalance_experts(std::span<const float> weight, int64_t layers, int64
   return p;
 }
 
+Placement placement_from_slots(std::vector<int32_t> phy2log, int64_t layers, int64_t logical) {
+  CACHALOT_CHECK_ARG(layers >= 1 && logical >= 1 && !phy2log.empty() && static_cast<int64_t>(phy2log.size()) % layers == 0,
+                     "eplb: {} slots for {} layers", phy2log.size(), layers);
+  Placement p;
+  p.layers = layers;
+  p.logical = logical;
+  p.physical = static_cast<int64_t>(phy2log.size()) / layers;
+  p.phy2log = std::move(phy2log);
+  p.logcnt.assign(static_cast<size_t>(layers * logical), 0);
+  for (int64_t l = 0; l < layers; ++l)
+    for (int64_t s = 0; s < p.physical; ++s) {
+      const int32_t e = p.phy2log[l * p.physical + s];
+      CACHALOT_CHECK_ARG(e >= 0 && e < logical, "eplb: slot {} of layer {} holds expert {}, outside 0..{}", s, l, e, logical - 1);
+      ++p.logcnt[l * logical + e];
+    }
+  for (int64_t i = 0; i < layers * logical; ++i)
+    CACHALOT_CHECK_ARG(p.logcnt[i] >= 1, "eplb: expert {} of layer {} has no slot", i % logical, i / logical);
+  p.max_replicas = *std::max_element(p.logcnt.begin(), p.logcnt.end());
+  p.log2phy.assign(static_cast<size_t>(layers * logical * p.max_replicas), -1);
+  std::vector<int32_t> seen(static_cast<size_t>(logical));
+  for (int64_t l = 0; l < layers; ++l) {
+    std::fill(seen.begin(), seen.end(), 0);
+    for (int64_t s = 0; s < p.physical; ++s) {
+      const int32_t e = p.phy2log[l * p.physical + s];
+      p.log2phy[(l * logical + e) * p.max_replicas + seen[e]++] = static_cast<int32_t>(s);
+    }
+  }
+  return p;
+}
+
 Placement identity_placement(int64_t layers, int64_t logical) {
   Placement p;
   p.layers = layers;

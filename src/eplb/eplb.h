@@ -39,6 +39,10 @@ struct Placement {
 Placement rebalance_experts(std::span<const float> weight, int64_t layers, int64_t logical, int64_t num_replicas,
                             int64_t num_groups, int64_t num_nodes, int64_t num_gpus);
 
+// The placement with these slots (phy2log [layers][physical]); an expert's replicas are ranked
+// in slot order. Error(kInvalidArgument) if an expert has no slot or an id is out of range.
+Placement placement_from_slots(std::vector<int32_t> phy2log, int64_t layers, int64_t logical);
+
 // No replication: expert e in slot e (GPU e / (logical / gpus)), what a deployment runs before EPLB.
 Placement identity_placement(int64_t layers, int64_t logical);
 

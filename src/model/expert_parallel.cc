@@ -48,29 +48,113 @@ ExpertParallelRunner::ExpertParallelRunner(Model& model)
   if (transport_) ranks_ = transport_->world_size();
   const ModelConfig& c = model.config_;
   check_expert_parallel(c, ranks_);
-  const int64_t per = c.n_routed_experts / ranks_;
-  log2phy_.resize(static_cast<size_t>(c.n_routed_experts));
-  std::iota(log2phy_.begin(), log2phy_.end(), 0);
-  shards_.resize(static_cast<size_t>(ranks_));
-  for (int r = 0; r < ranks_; ++r) {
-    if (transport_ && r != transport_->rank()) continue;  // a process holds its own experts only
-    shards_[r].resize(model.weights_.layers.size());
-    for (size_t l = 0; l < model.weights_.layers.size(); ++l)
-      if (model.weights_.layers[l].is_moe)
-        shards_[r][l] = MoeLayer(c, model.weights_.layers[l].moe, model.options_.precision, {r * per, per});
-  }
+  int64_t moe_layers = 0;
+  for (const LayerWeights& l : model.weights_.layers) moe_index_.push_back(l.is_moe ? moe_layers++ : -1);
+  // The identity placement: slot e holds expert e.
+  const auto identity = std::make_shared<const eplb::Placement>(
+      eplb::identity_placement(std::max<int64_t>(moe_layers, 1), c.n_routed_experts));
+  active_.resize(static_cast<size_t>(ranks_));
+  for (int r = 0; r < ranks_; ++r)
+    if (!transport_ || r == transport_->rank()) active_[r] = build_rank_experts(r, identity, 0);  // a process: its own
   buffers_.resize(static_cast<size_t>(ranks_));
   if (!transport_) start_group();
-  log::info("expert parallelism: {} ranks of {} routed experts each, {} micro-batch{} per rank", ranks_, per,
-            model.options_.ep_overlap ? 2 : 1, model.options_.ep_overlap ? "es" : "");
+  log::info("expert parallelism: {} ranks of {} routed experts each, {} micro-batch{} per rank", ranks_,
+            c.n_routed_experts / ranks_, model.options_.ep_overlap ? 2 : 1, model.options_.ep_overlap ? "es" : "");
 }
 
 ExpertParallelRunner::~ExpertParallelRunner() {
+  {
+    std::lock_guard lock(placement_mutex_);
+    if (pending_ && pending_->builder.joinable()) pending_->builder.join();
+  }
   try {
     release_followers();
   } catch (const std::exception& e) {
     log::warn("expert parallelism: could not release the other ranks: {}", e.what());
   }
+}
+
+std::shared_ptr<const ExpertParallelRunner::RankExperts> ExpertParallelRunner::build_rank_experts(
+    int rank, std::shared_ptr<const eplb::Placement> placement, int64_t version) const {
+  auto experts = std::make_shared<RankExperts>();
+  experts->version = version;
+  const int64_t per = placement->physical / ranks_;
+  experts->layers.resize(model_.weights_.layers.size());
+  for (size_t l = 0; l < model_.weights_.layers.size(); ++l) {
+    if (moe_index_[l] < 0) continue;
+    const auto first = placement->phy2log.begin() + moe_index_[l] * placement->physical + rank * per;
+    experts->layers[l] = MoeLayer(model_.config_, model_.weights_.layers[l].moe, model_.options_.precision,
+                                  std::vector<int32_t>(first, first + per));
+  }
+  experts->placement = std::move(placement);
+  return experts;
+}
+
+void ExpertParallelRunner::set_placement(const eplb::Placement& placement) {
+  CACHALOT_CHECK_ARG(!transport_ || transport_->rank() == 0, "set_placement on EP rank {}: rank 0 decides",
+                     transport_ ? transport_->rank() : 0);
+  const ModelConfig& c = model_.config_;
+  const int64_t moe_layers = std::count_if(moe_index_.begin(), moe_index_.end(), [](int64_t i) { return i >= 0; });
+  CACHALOT_CHECK_ARG(placement.layers == moe_layers && placement.logical == c.n_routed_experts,
+                     "expert placement: {} layers x {} experts, the model has {} MoE layers x {} routed experts",
+                     placement.layers, placement.logical, moe_layers, c.n_routed_experts);
+  CACHALOT_CHECK_ARG(placement.physical % ranks_ == 0, "expert placement: {} slots do not split over {} ranks",
+                     placement.physical, ranks_);
+  // Normalised through its slots, so every rank derives the same replica order.
+  auto normalised = std::make_shared<const eplb::Placement>(
+      eplb::placement_from_slots(placement.phy2log, placement.layers, placement.logical));
+  std::lock_guard lock(placement_mutex_);
+  if (pending_)
+    raise(ErrorKind::kResourceExhausted, "expert placement: version {} is still being applied", pending_->version);
+  begin_placement(std::move(normalised), active_[0]->version + 1);
+}
+
+void ExpertParallelRunner::begin_placement(std::shared_ptr<const eplb::Placement> placement, int64_t version) {
+  pending_ = std::make_unique<PendingPlacement>();
+  pending_->version = version;
+  pending_->placement = placement;
+  pending_->built.resize(static_cast<size_t>(ranks_));
+  PendingPlacement* p = pending_.get();
+  // In the background: forwards go on with the old placement meanwhile.
+  p->builder = std::thread([this, p] {
+    for (int r = 0; r < ranks_; ++r)
+      if (!transport_ || r == transport_->rank()) p->built[r] = build_rank_experts(r, p->placement, p->version);
+    p->ready.store(true, std::memory_order_release);
+  });
+  log::info("expert placement {}: preparing {} slots per rank", version, placement->physical / ranks_);
+}
+
+int64_t ExpertParallelRunner::ready_version(int rank) {
+  std::lock_guard lock(placement_mutex_);
+  if (pending_ && pending_->ready.load(std::memory_order_acquire)) return pending_->version;
+  return active_[rank]->version;
+}
+
+void ExpertParallelRunner::switch_placement(int rank, int64_t version) {
+  std::lock_guard lock(placement_mutex_);
+  if (version <= active_[rank]->version) return;
+  CACHALOT_ASSERT(pending_ && pending_->version == version && pending_->ready.load());
+  active_[rank] = pending_->built[rank];
+  // The last of this process's ranks to switch retires the pending change.
+  if (++pending_->switched == (transport_ ? 1 : ranks_)) {
+    pending_->builder.join();
+    pending_.reset();
+    if (rank == 0 || transport_) log::info("expert placement {} in use", version);
+  }
+}
+
+eplb::Placement ExpertParallelRunner::placement() const {
+  std::lock_guard lock(placement_mutex_);
+  return *active_[transport_ ? transport_->rank() : 0]->placement;
+}
+
+int64_t ExpertParallelRunner::placement_version() const {
+  std::lock_guard lock(placement_mutex_);
+  return active_[transport_ ? transport_->rank() : 0]->version;
+}
+
+int32_t ExpertParallelRunner::physical_slot(const eplb::Placement& p, int64_t moe, int32_t expert, int64_t pick) {
+  return p.slot_of(moe, expert, pick % p.replicas(moe, expert));
 }
 
 void check_expert_parallel(const ModelConfig& c, int ranks) {
@@ -84,8 +168,9 @@ ep::TransportOptions expert_parallel_transport_options(const ModelConfig& c, int
   ep::TransportOptions o;
   o.slot_bytes = std::max(
       ep::Buffer::normal_slot_bytes(ranks, kDispatchChunkTokens, c.hidden_size, c.num_experts_per_tok, 4, 4, nodes),
+      // Up to k slots per rank (EPLB may give a rank more than E / ranks slots).
       ep::Buffer::low_latency_slot_bytes(ranks, kLowLatencyMaxTokens, c.hidden_size, c.num_experts_per_tok,
-                                         c.n_routed_experts / ranks));
+                                         c.num_experts_per_tok));
   o.timeout = std::chrono::seconds(100);
   return o;
 }
@@ -131,10 +216,10 @@ ForwardOutput ExpertParallelRunner::forward(std::span<const SequenceStep> steps,
     load[r] += layout.seq_begin[s + 1] - layout.seq_begin[s];
   }
   ForwardOutput out = empty_output(layout, options);
+  std::vector<RankOutput> parts(static_cast<size_t>(ranks_));
   try {
-    group_->run([&](ep::Transport& t) {
-      place(run_rank(t, mine[t.rank()], steps, layout, cache, options), model_.config_.num_experts_per_tok, out);
-    });
+    group_->run([&](ep::Transport& t) { parts[t.rank()] = run_rank(t, mine[t.rank()], steps, layout, cache, options); });
+    for (const RankOutput& part : parts) place(part, model_.config_.num_experts_per_tok, out);
   } catch (...) {
     // A failed rank leaves the group's rounds out of step: start a fresh one for the next call.
     start_group();
@@ -161,6 +246,15 @@ ForwardPlan ExpertParallelRunner::make_plan(std::span<const SequenceStep> steps,
   std::erase_if(caches_, [](const std::weak_ptr<const int64_t>& c) { return c.expired(); });
   for (const auto& c : caches_) plan.live_caches.push_back(*c.lock());
   plan.options = options;
+  {
+    // A new expert placement travels with the next plan; each rank then prepares its slots.
+    std::lock_guard lock(placement_mutex_);
+    if (pending_ && !pending_->announced) {
+      pending_->announced = true;
+      plan.placement_version = pending_->version;
+      plan.placement_slots = pending_->placement->phy2log;
+    }
+  }
   const int64_t per = plan.blocks_per_rank;
   for (size_t s = 0; s < steps.size(); ++s) {
     const SequenceStep& step = steps[s];
@@ -198,6 +292,13 @@ ForwardOutput ExpertParallelRunner::process_forward(std::span<const std::byte> p
   ep::Buffer& buffer = buffer_of(t);
   const ForwardPlan plan = unpack_plan(ep::broadcast_bytes(buffer, 0, plan_bytes));
   KvCache& mine = rank == 0 ? *cache : follower_cache(plan);
+  if (rank != 0 && plan.placement_version > 0) {
+    const eplb::Placement& now = *active_[rank]->placement;
+    std::lock_guard lock(placement_mutex_);
+    begin_placement(std::make_shared<const eplb::Placement>(
+                        eplb::placement_from_slots(plan.placement_slots, now.layers, now.logical)),
+                    plan.placement_version);
+  }
   const std::vector<SequenceStep> steps = plan.steps();
   const BatchLayout layout = make_layout(steps, model_.config_.max_position_embeddings);
   std::vector<int64_t> sequences;
@@ -285,14 +386,22 @@ RankOutput ExpertParallelRunner::run_rank(ep::Transport& t, const std::vector<in
   // Every rank runs as many dispatch rounds per layer as the busiest micro-batch needs, and all
   // use low-latency mode when every rank only decodes (one new token per sequence) within its cap.
   const int64_t decode_only = std::all_of(sequences.begin(), sequences.end(), [&](int64_t s) { return tokens_of(s) == 1; });
-  const int64_t mine[2] = {largest, decode_only};
-  std::vector<int64_t> all(2 * static_cast<size_t>(t.world_size()));
+  // ... and every rank switches to a new expert placement once all have it ready.
+  const int64_t mine[3] = {largest, decode_only, ready_version(rank)};
+  std::vector<int64_t> all(3 * static_cast<size_t>(t.world_size()));
   t.all_gather(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(all)));
-  int64_t busiest = 0;
+  int64_t busiest = 0, agreed = mine[2];
   bool low_latency = model_.options_.ep_low_latency_decode;
   for (int r = 0; r < t.world_size(); ++r) {
-    busiest = std::max(busiest, all[2 * r]);
-    low_latency = low_latency && all[2 * r + 1] != 0;
+    busiest = std::max(busiest, all[3 * r]);
+    low_latency = low_latency && all[3 * r + 1] != 0;
+    agreed = std::min(agreed, all[3 * r + 2]);
+  }
+  switch_placement(rank, agreed);
+  std::shared_ptr<const RankExperts> experts;
+  {
+    std::lock_guard lock(placement_mutex_);
+    experts = active_[rank];
   }
   low_latency = low_latency && busiest <= kLowLatencyMaxTokens;
   const int64_t chunks = std::max<int64_t>(1, (busiest + kDispatchChunkTokens - 1) / kDispatchChunkTokens);
@@ -316,7 +425,12 @@ RankOutput ExpertParallelRunner::run_rank(ep::Transport& t, const std::vector<in
       }
       continue;
     }
-    moe_layer(buffer, rank, l, low_latency ? 0 : chunks, mbs, cache.layers[l]);
+    moe_layer(buffer, *experts, l, low_latency ? 0 : chunks, mbs, cache.layers[l]);
+    // Tokens per logical expert (the loads EPLB balances).
+    std::vector<int64_t>& load = part.expert_tokens.emplace_back(static_cast<size_t>(c.n_routed_experts), 0);
+    for (const MicroBatch& mb : mbs)
+      for (const int32_t e : mb.routing.experts)
+        if (e >= 0) ++load[e];
     if (options.record_routing) {
       std::vector<int32_t>& chosen = part.routing.emplace_back();
       for (const MicroBatch& mb : mbs) chosen.insert(chosen.end(), mb.routing.experts.begin(), mb.routing.experts.end());
@@ -351,12 +465,15 @@ void ExpertParallelRunner::normalize(MicroBatch& mb, const Tensor& weight) const
   round_activations(model_.options_.precision, mb.x);
 }
 
-void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, int64_t chunks, std::vector<MicroBatch>& mbs,
+void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, const RankExperts& experts, int64_t l, int64_t chunks,
+                                     std::vector<MicroBatch>& mbs,
                                      mla::PagedKvCache& layer_cache) const {
   const ModelConfig& c = model_.config_;
   const Precision p = model_.options_.precision;
   const LayerWeights& layer = model_.weights_.layers[l];
-  const MoeLayer& shard = shards_[rank][l];
+  const MoeLayer& shard = experts.layers[l];
+  const eplb::Placement& placement = *experts.placement;
+  const int64_t moe = moe_index_[l], slots = placement.physical;
   const int64_t hidden = c.hidden_size, k = c.num_experts_per_tok;
   const bool fp8 = shard.takes_fp8();
   // chunks == 0: low-latency mode, one round of (token, expert) pairs into the masked layout.
@@ -369,15 +486,16 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, int rank, int64_t l, in
     const int64_t n = hi - lo;
     Tensor topk = Tensor::empty(DType::kI32, {n, k}), weights = Tensor::empty(DType::kF32, {n, k});
     for (int64_t i = 0; i < n * k; ++i) {
-      topk.mutable_data<int32_t>()[i] = log2phy_[mb.routing.experts[lo * k + i]];
+      // A token's rows go to replica (its row % replicas) of each expert: spread evenly.
+      topk.mutable_data<int32_t>()[i] = physical_slot(placement, moe, mb.routing.experts[lo * k + i], lo + i / k);
       weights.mutable_data<float>()[i] = mb.routing.weights[lo * k + i];
     }
     if (low_latency) {
       mb.topk_weights = weights;
-      mb.ll_dispatch = buffer.low_latency_dispatch(mb.x, topk, kLowLatencyMaxTokens, c.n_routed_experts, fp8);
+      mb.ll_dispatch = buffer.low_latency_dispatch(mb.x, topk, kLowLatencyMaxTokens, slots, fp8);
       return;
     }
-    const ep::DispatchLayout dl = buffer.get_dispatch_layout(topk, c.n_routed_experts);
+    const ep::DispatchLayout dl = buffer.get_dispatch_layout(topk, slots);
     if (fp8)
       mb.dispatch = buffer.dispatch_async(mb.xq.data.slice(0, lo, hi), mb.xq.scales.slice(0, lo, hi), topk, weights, dl,
                                           kInPlace);

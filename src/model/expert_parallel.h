@@ -3,10 +3,10 @@
 // - Attention is data-parallel: the batch's sequences are spread over the ranks, balanced by
 //   new tokens; each rank embeds and attends for its own sequences (the ranks are threads
 //   sharing the KV pool, so a sequence may land on another rank next step at no cost).
-// - Each rank holds n_routed_experts / ranks routed experts (physical experts
-//   [r * E/W, (r+1) * E/W)) and the shared experts. The router's logical expert ids map to
-//   physical ones through a placement table (the identity here; EPLB will fill it with
-//   replicas), every MoE layer dispatches each token's row to the ranks of its experts (FP8 +
+// - Each rank holds S = P / ranks expert slots (physical experts [r * S, (r+1) * S), P = the
+//   routed experts plus EPLB's redundant replicas) and the shared experts. The router's logical
+//   expert ids map to physical slots through the placement (eplb::Placement, the identity until
+//   set_placement(); a token goes to replica (its row % replicas) of an expert); every MoE layer dispatches each token's row to the ranks of its experts (FP8 +
 //   scales in fast mode, F32 in exact mode), the ranks run their experts on what arrived, and
 //   combine brings the weighted sums back (BF16 in fast mode, F32 in exact mode).
 // - With overlap on, a rank splits its sequences into two micro-batches and orders each MoE
@@ -30,7 +30,10 @@
 #pragma once
 
 #include <cstdint>
+#include <atomic>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <memory>
 #include <span>
 #include <vector>
@@ -38,6 +41,7 @@
 #include "ep/buffer.h"
 #include "ep/launch.h"
 #include "ep/shared_memory_transport.h"
+#include "eplb/eplb.h"
 #include "model/expert_parallel_wire.h"
 #include "model/model.h"
 
@@ -57,22 +61,50 @@ ep::TransportOptions expert_parallel_transport_options(const ModelConfig& config
 
 class ExpertParallelRunner {
  public:
+  // Changing the placement does not stop service: the new slots' weights are prepared in the
+  // background while forwards go on with the old placement, and every rank switches at the
+  // start of the first forward in which all of them are ready. One change at a time.
   explicit ExpertParallelRunner(Model& model);
   ~ExpertParallelRunner();  // rank 0 of a process group releases the followers
 
   ForwardOutput forward(std::span<const SequenceStep> steps, const BatchLayout& layout, KvCache& cache,
                         const ForwardOptions& options);
+  int ranks() const { return ranks_; }
   // Ranks whose processes each hold a range of the KV cache's blocks (1 unless process mode).
   int attention_ranks() const { return transport_ ? ranks_ : 1; }
   // Process mode, rank 0: names a new KV cache to the other ranks (they keep their ranges of it).
   void register_cache(KvCache& cache);
   // Process mode, ranks other than 0: take part in every forward rank 0 runs, until it stops.
   void follow();
+
+  // Threads, or rank 0 of processes: starts moving to `placement` (layers = the MoE layers,
+  // logical = n_routed_experts, physical a multiple of the ranks). Error(kInvalidArgument) for a
+  // placement that does not fit, Error(kResourceExhausted) while an earlier change is pending.
+  void set_placement(const eplb::Placement& placement);
+  // The placement forwards use now (rank 0's), and its version (0: the initial identity).
+  eplb::Placement placement() const;
+  int64_t placement_version() const;
   // Process mode, rank 0: tells the followers to return from follow().
   void release_followers();
 
  private:
   struct MicroBatch;
+  // One rank's experts under one placement: a MoeLayer of its slots per model layer.
+  struct RankExperts {
+    int64_t version = 0;
+    std::shared_ptr<const eplb::Placement> placement;
+    std::vector<MoeLayer> layers;  // [model layer]; empty for dense layers
+  };
+  // A placement being prepared: `built` fills in the background, then every rank switches.
+  struct PendingPlacement {
+    int64_t version = 0;
+    std::shared_ptr<const eplb::Placement> placement;
+    std::vector<std::shared_ptr<const RankExperts>> built;  // [rank]: the ranks this process runs
+    std::atomic<bool> ready{false};
+    std::thread builder;
+    bool announced = false;  // process mode, rank 0: the plan has carried it to the others
+    int switched = 0;
+  };
   static constexpr uint8_t kCommandStop = 0, kCommandForward = 1;
 
   // Runs `sequences` (indices into steps) as this rank: its micro-batches through every layer;
@@ -90,16 +122,27 @@ class ExpertParallelRunner {
   void send_command(uint8_t command);
   void normalize(MicroBatch& mb, const Tensor& weight) const;
   // One MoE layer over the rank's micro-batches: route, dispatch, local experts, combine, shared.
-  void moe_layer(ep::Buffer& buffer, int rank, int64_t layer, int64_t chunks, std::vector<MicroBatch>& mbs,
+  void moe_layer(ep::Buffer& buffer, const RankExperts& experts, int64_t layer, int64_t chunks, std::vector<MicroBatch>& mbs,
                  mla::PagedKvCache& layer_cache) const;
   void start_group();
+  std::shared_ptr<const RankExperts> build_rank_experts(int rank, std::shared_ptr<const eplb::Placement> placement,
+                                                       int64_t version) const;
+  // Starts building `placement` for the ranks this process runs (caller holds placement_mutex_).
+  void begin_placement(std::shared_ptr<const eplb::Placement> placement, int64_t version);
+  // The newest placement version this rank has ready, and the switch once every rank has it.
+  int64_t ready_version(int rank);
+  void switch_placement(int rank, int64_t version);
+  // Replica `pick` of the logical expert in MoE layer `moe`, as a physical slot.
+  static int32_t physical_slot(const eplb::Placement& p, int64_t moe, int32_t expert, int64_t pick);
 
-  const Model& model_;
+  Model& model_;  // non-const: building a rank's experts prepares (packs) their weights
   int ranks_;
   std::shared_ptr<ep::Transport> transport_;         // process mode: this process's rank
   bool failed_ = false, released_ = false;
-  std::vector<std::vector<MoeLayer>> shards_;        // [rank][layer]; empty for dense layers
-  std::vector<int32_t> log2phy_;                     // logical expert -> physical expert
+  std::vector<int64_t> moe_index_;                   // [model layer]: its index among MoE layers, -1 for dense
+  std::vector<std::shared_ptr<const RankExperts>> active_;  // [rank]; process mode: own rank only
+  mutable std::mutex placement_mutex_;               // guards pending_ and active_ swaps
+  std::unique_ptr<PendingPlacement> pending_;
   std::unique_ptr<ep::LocalRanks> group_;
   std::vector<std::unique_ptr<ep::Buffer>> buffers_; // [rank], made by the rank's thread
   // Process mode. Rank 0: its caches' ids (alive while the KvCache holds them). Others: their

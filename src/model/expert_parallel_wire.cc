@@ -26,6 +26,8 @@ std::vector<std::byte> pack(const ForwardPlan& plan) {
     w.put_array<int32_t>(plan.tokens[s]);
     w.put_array<int32_t>(plan.blocks[s]);
   }
+  w.put(plan.placement_version);
+  w.put_array<int32_t>(plan.placement_slots);
   return std::move(w.bytes());
 }
 
@@ -45,6 +47,8 @@ ForwardPlan unpack_plan(std::span<const std::byte> bytes) {
     plan.tokens.push_back(r.get_array<int32_t>());
     plan.blocks.push_back(r.get_array<int32_t>());
   }
+  plan.placement_version = r.get<int64_t>();
+  plan.placement_slots = r.get_array<int32_t>();
   if (!r.done()) raise(ErrorKind::kInternal, "malformed EP plan: trailing bytes");
   return plan;
 }
@@ -56,6 +60,8 @@ std::vector<std::byte> pack(const RankOutput& part) {
   w.put_array<int64_t>(part.tokens);
   w.put<uint64_t>(part.routing.size());
   for (const auto& layer : part.routing) w.put_array<int32_t>(layer);
+  w.put<uint64_t>(part.expert_tokens.size());
+  for (const auto& layer : part.expert_tokens) w.put_array<int64_t>(layer);
   return std::move(w.bytes());
 }
 
@@ -72,11 +78,17 @@ RankOutput unpack_rank_output(std::span<const std::byte> bytes, int64_t vocab) {
   part.tokens = r.get_array<int64_t>();
   part.routing.resize(r.get<uint64_t>());
   for (auto& layer : part.routing) layer = r.get_array<int32_t>();
+  part.expert_tokens.resize(r.get<uint64_t>());
+  for (auto& layer : part.expert_tokens) layer = r.get_array<int64_t>();
   if (!r.done()) raise(ErrorKind::kInternal, "malformed EP output: trailing bytes");
   return part;
 }
 
 void place(const RankOutput& part, int64_t k, ForwardOutput& out) {
+  if (out.expert_tokens.empty()) out.expert_tokens = part.expert_tokens;
+  else
+    for (size_t m = 0; m < part.expert_tokens.size(); ++m)
+      for (size_t e = 0; e < part.expert_tokens[m].size(); ++e) out.expert_tokens[m][e] += part.expert_tokens[m][e];
   const int64_t vocab = out.logits.size(1);
   for (size_t i = 0; i < part.rows.size(); ++i)
     std::copy_n(part.logits.data<float>() + static_cast<int64_t>(i) * vocab, vocab,

@@ -20,6 +20,9 @@ struct ForwardPlan {
   std::vector<int64_t> start;
   std::vector<std::vector<int32_t>> tokens;
   std::vector<std::vector<int32_t>> blocks;  // the blocks its positions need, local to the owner's partition
+  // A new expert placement to prepare (version 0: none): its slots, [MoE layers][physical].
+  int64_t placement_version = 0;
+  std::vector<int32_t> placement_slots;
 
   // Views into this plan: valid while it lives.
   std::vector<SequenceStep> steps() const;
@@ -36,12 +39,14 @@ struct RankOutput {
   // layer their chosen experts ([tokens.size() * k]).
   std::vector<int64_t> tokens;
   std::vector<std::vector<int32_t>> routing;
+  std::vector<std::vector<int64_t>> expert_tokens;  // [MoE layer][logical expert]: its tokens' choices
 };
 
 std::vector<std::byte> pack(const RankOutput& part);
 RankOutput unpack_rank_output(std::span<const std::byte> bytes, int64_t vocab);
 
-// Writes a rank's share into the forward's output (ranks own disjoint rows and tokens).
+// Writes a rank's share into the forward's output (ranks own disjoint rows and tokens; expert
+// token counts add up). Not thread-safe: one share at a time.
 void place(const RankOutput& part, int64_t k, ForwardOutput& out);
 
 }  // namespace cachalot::model

@@ -63,6 +63,22 @@ void Model::release_followers() const {
   if (ep_) ep_->release_followers();
 }
 
+void Model::set_expert_placement(const eplb::Placement& placement) const {
+  CACHALOT_CHECK_ARG(ep_ != nullptr, "expert placement: the model runs without expert parallelism (--ep)");
+  ep_->set_placement(placement);
+}
+
+eplb::Placement Model::expert_placement() const {
+  CACHALOT_CHECK_ARG(ep_ != nullptr, "expert placement: the model runs without expert parallelism (--ep)");
+  return ep_->placement();
+}
+
+int64_t Model::expert_placement_version() const { return ep_ ? ep_->placement_version() : 0; }
+
+int Model::ep_ranks() const { return ep_ ? ep_->ranks() : 1; }
+
+int Model::ep_nodes() const { return options_.ep_transport ? options_.ep_transport->num_nodes() : 1; }
+
 Model::~Model() = default;
 
 Tensor Model::embed(std::span<const SequenceStep> steps, int64_t rows) const {
@@ -164,7 +180,10 @@ ForwardOutput Model::forward(std::span<const SequenceStep> steps, KvCache& cache
     round_activations(p, x);
     if (layer.is_moe) {
       Routing routing;
-      add_residual(h, moe_[l].forward(x, options.record_routing ? &routing : nullptr));
+      add_residual(h, moe_[l].forward(x, &routing));
+      std::vector<int64_t>& load = out.expert_tokens.emplace_back(static_cast<size_t>(config_.n_routed_experts), 0);
+      for (const int32_t e : routing.experts)
+        if (e >= 0) ++load[e];
       if (options.record_routing) {
         auto& per_token = out.routing.emplace_back();
         for (int64_t r = 0; r < rows; ++r)

@@ -18,6 +18,7 @@
 
 #include "core/safetensors.h"
 #include "ep/transport.h"
+#include "eplb/eplb.h"
 #include "mla/paged_kv_cache.h"
 #include "model/attention.h"
 #include "model/config.h"
@@ -77,6 +78,9 @@ struct ForwardOutput {
   // routing[moe layer index][token][k], experts in score order; token = row of the batch's new
   // tokens (sequence by sequence). Empty unless asked for.
   std::vector<std::vector<std::vector<int32_t>>> routing;
+  // expert_tokens[moe layer index][expert]: how many of the new tokens chose each routed expert
+  // (the load EPLB balances). Always filled.
+  std::vector<std::vector<int64_t>> expert_tokens;
 };
 
 class ExpertParallelRunner;
@@ -105,6 +109,17 @@ class Model {
   void follow() const;
   // Rank 0 of a process group: lets the followers return (also done when the model is destroyed).
   void release_followers() const;
+
+  // Expert parallelism: where the routed experts live (eplb/eplb.h; layers = the MoE layers).
+  // set_expert_placement starts moving to a new placement (EPLB's, with redundant replicas)
+  // without stopping forwards: the ranks prepare their new slots in the background and switch
+  // together at the start of a later forward. See ExpertParallelRunner. Without EP: an error.
+  void set_expert_placement(const eplb::Placement& placement) const;
+  eplb::Placement expert_placement() const;
+  int64_t expert_placement_version() const;  // 0 until a set placement is in use
+  // EP ranks (1 without EP) and the nodes they span.
+  int ep_ranks() const;
+  int ep_nodes() const;
 
   ~Model();
 

@@ -54,22 +54,27 @@ Tensor mlp_forward(const MlpWeights& w, const Tensor& x, Precision precision) {
   return w.down.forward(g);
 }
 
-MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision precision, ExpertSlice slice)
-    : config_(&config), w_(&weights), precision_(precision), slice_(slice) {
+MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision precision, std::vector<int32_t> held)
+    : config_(&config), w_(&weights), precision_(precision), held_(std::move(held)) {
   const int64_t experts = static_cast<int64_t>(w_->experts.size());
-  if (slice_.count < 0) slice_ = {0, experts};
-  CACHALOT_CHECK_ARG(slice_.first >= 0 && slice_.first + slice_.count <= experts,
-                     "moe: expert slice [{}, {}) outside the layer's {} experts", slice_.first, slice_.first + slice_.count,
-                     experts);
+  if (held_.empty()) {
+    held_.resize(static_cast<size_t>(experts));
+    std::iota(held_.begin(), held_.end(), 0);
+  }
+  for (const int32_t e : held_)
+    CACHALOT_CHECK_ARG(e >= 0 && e < experts, "moe: expert {} outside the layer's {} experts", e, experts);
   w_->router.prepare(precision, /*keep_fp32_output=*/true);
   if (w_->has_shared) prepare_mlp(w_->shared, precision);
-  const auto held = std::span(w_->experts).subspan(static_cast<size_t>(slice_.first), static_cast<size_t>(slice_.count));
   grouped_ = precision == Precision::kFast;
-  for (const MlpWeights& e : held) grouped_ = grouped_ && e.gate.is_fp8() && e.up.is_fp8() && e.down.is_fp8();
+  for (const int32_t e : held_) {
+    const MlpWeights& m = w_->experts[e];
+    grouped_ = grouped_ && m.gate.is_fp8() && m.up.is_fp8() && m.down.is_fp8();
+  }
   if (grouped_) {
     // The held experts packed together: one grouped GEMM per projection.
     std::vector<Tensor> b[3], s[3];
-    for (const MlpWeights& e : held) {
+    for (const int32_t id : held_) {
+      const MlpWeights& e = w_->experts[id];
       int i = 0;
       for (const Linear* l : {&e.gate, &e.up, &e.down}) {
         b[i].push_back(l->weight());
@@ -81,7 +86,7 @@ MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision pre
     up_ = gemm::pack_fp8_weights(b[1], s[1]);
     down_ = gemm::pack_fp8_weights(b[2], s[2]);
   } else {
-    for (MlpWeights& e : held) prepare_mlp(e, precision);
+    for (const int32_t e : held_) prepare_mlp(w_->experts[e], precision);
   }
 }
 
@@ -137,7 +142,7 @@ Routing MoeLayer::route(const ModelConfig& c, const Tensor& logits, const Tensor
 Tensor MoeLayer::run_experts_each(const Tensor& x, const Routing& routing) const {
   const int64_t tokens = x.size(0), hidden = x.size(1), k = routing.k;
   Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
-  for (int64_t e = 0; e < slice_.count; ++e) {
+  for (int64_t e = 0; e < static_cast<int64_t>(held_.size()); ++e) {
     std::vector<std::pair<int64_t, float>> rows;  // (token, weight)
     for (int64_t i = 0; i < tokens * k; ++i)
       if (routing.experts[i] == e) rows.emplace_back(i / k, routing.weights[i]);
@@ -145,7 +150,7 @@ Tensor MoeLayer::run_experts_each(const Tensor& x, const Routing& routing) const
     Tensor xe = Tensor::empty(DType::kF32, {static_cast<int64_t>(rows.size()), hidden});
     for (size_t i = 0; i < rows.size(); ++i)
       std::copy_n(x.data<float>() + rows[i].first * hidden, hidden, xe.mutable_data<float>() + i * hidden);
-    const Tensor ye = mlp_forward(w_->experts[slice_.first + e], xe, precision_);
+    const Tensor ye = mlp_forward(w_->experts[held_[e]], xe, precision_);
     for (size_t i = 0; i < rows.size(); ++i) {
       float* dst = y.mutable_data<float>() + rows[i].first * hidden;
       const float* src = ye.data<float>() + i * hidden;
@@ -183,7 +188,7 @@ Tensor MoeLayer::experts_forward(const Tensor& xq, const Tensor& xs, const Routi
     std::copy_n(xs.data<float>() + t * kb, kb, sa.mutable_data<float>() + r * kb);
     m_indices.mutable_data<int32_t>()[r] = routing.experts[order[r]];
   }
-  CACHALOT_ASSERT(slice_.count == gate_.groups());
+  CACHALOT_ASSERT(static_cast<int64_t>(held_.size()) == gate_.groups());
   const int64_t inter = gate_.n();
   Tensor g = Tensor::empty(DType::kF32, {pairs, inter}), u = Tensor::empty(DType::kF32, {pairs, inter});
   gemm::gemm_fp8_grouped_contiguous(a, sa, gate_, m_indices, g);
@@ -207,14 +212,14 @@ Tensor MoeLayer::experts_forward(const Tensor& xq, const Tensor& xs, const Routi
 
 Tensor MoeLayer::experts_forward_masked(const Tensor& x, const Tensor& scales, std::span<const int32_t> counts) const {
   const int64_t experts = x.size(0), m = x.size(1), hidden = x.size(2);
-  CACHALOT_ASSERT(experts == slice_.count && static_cast<int64_t>(counts.size()) == experts);
+  CACHALOT_ASSERT(experts == static_cast<int64_t>(held_.size()) && static_cast<int64_t>(counts.size()) == experts);
   Tensor out = Tensor::empty(DType::kF32, {experts, m, hidden});
   auto valid = [&](Tensor& t, int64_t e) { return t.select(0, e).slice(0, 0, counts[e]); };
   if (!grouped_) {
     // Expert by expert on its valid rows (exact mode, BF16 experts).
     for (int64_t e = 0; e < experts; ++e) {
       if (counts[e] == 0) continue;
-      const Tensor ye = mlp_forward(w_->experts[slice_.first + e], x.select(0, e).slice(0, 0, counts[e]), precision_);
+      const Tensor ye = mlp_forward(w_->experts[held_[e]], x.select(0, e).slice(0, 0, counts[e]), precision_);
       std::copy_n(ye.data<float>(), ye.numel(), valid(out, e).mutable_data<float>());
     }
     return out;
@@ -263,7 +268,7 @@ Routing MoeLayer::route_tokens(const Tensor& x) const {
 Tensor MoeLayer::forward(const Tensor& x, Routing* routing_out) const {
   trace::Span span("moe", "model");
   span.arg("tokens", x.size(0));
-  CACHALOT_ASSERT(slice_.first == 0 && slice_.count == static_cast<int64_t>(w_->experts.size()));
+  CACHALOT_ASSERT(static_cast<int64_t>(held_.size()) == static_cast<int64_t>(w_->experts.size()));  // all, in order
   Routing routing = route_tokens(x);
   Tensor y = experts_forward(x, routing);
   finish_output(y, shared_forward(x));

@@ -11,9 +11,10 @@
 // Experts (fast): the tokens' FP8 rows are gathered by expert and run through the grouped
 // contiguous FP8 GEMMs (gate, up, down), all experts of the layer in one call each.
 //
-// Expert parallelism: a MoeLayer may hold a slice of the experts (an EP rank's); the model then
-// routes, dispatches the rows to the ranks (FP8 in fast mode, as DeepSeek does), runs
-// experts_forward on what arrived with expert ids local to the slice, and combines.
+// Expert parallelism: a MoeLayer may hold some of the experts (an EP rank's slots: expert ids
+// in slot order, an expert twice when EPLB put two replicas on one rank); the model then routes,
+// dispatches the rows to the ranks (FP8 in fast mode, as DeepSeek does), runs experts_forward on
+// what arrived with slot ids local to the rank, and combines.
 #pragma once
 
 #include <cstdint>
@@ -38,16 +39,12 @@ struct Routing {
 Tensor mlp_forward(const MlpWeights& w, const Tensor& x, Precision precision);
 void prepare_mlp(MlpWeights& w, Precision precision);
 
-// The routed experts a MoeLayer holds: [first, first + count).
-struct ExpertSlice {
-  int64_t first = 0;
-  int64_t count = -1;  // -1: all of them
-};
 
 class MoeLayer {
  public:
   MoeLayer() = default;
-  MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision precision, ExpertSlice slice = {});
+  // held: the routed experts in slot order (empty: all of them, slot e = expert e).
+  MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision precision, std::vector<int32_t> held = {});
 
   // router_logits F32 [tokens, n_routed_experts] -> the routing of each token.
   static Routing route(const ModelConfig& config, const Tensor& router_logits, const Tensor& score_bias);
@@ -57,12 +54,12 @@ class MoeLayer {
   // x F32 [tokens, hidden] (normalised) -> F32 [tokens, hidden]; the routing is returned in *routing if given.
   Tensor forward(const Tensor& x, Routing* routing = nullptr) const;
 
-  // sum_k w_k * expert_k(x) over the experts this layer holds; routing ids are local to the
-  // slice, -1 for experts held elsewhere. F32 [tokens, hidden].
+  // sum_k w_k * expert_k(x) over the experts this layer holds; routing ids are its slots, -1
+  // for experts held elsewhere. F32 [tokens, hidden].
   Tensor experts_forward(const Tensor& x, const Routing& local) const;
   // The same on rows already quantized to FP8 with 1x128 scales (takes_fp8() layers only).
   Tensor experts_forward(const Tensor& x_fp8, const Tensor& x_scales, const Routing& local) const;
-  // The masked layout of low-latency dispatch: x [experts of the slice, M, hidden] (FP8 with
+  // The masked layout of low-latency dispatch: x [slots, M, hidden] (FP8 with
   // scales [.., .., ceil(hidden/128)] when takes_fp8(), else F32), of which the first counts[e]
   // rows of expert e are valid. Returns each valid row's expert output (unweighted), F32
   // [experts, M, hidden]; other rows are left unset.
@@ -74,7 +71,7 @@ class MoeLayer {
   // The layer's output from the routed experts' sum y and shared_forward's result: y + shared
   // (when defined), rounded as the precision rounds activations. In place.
   void finish_output(Tensor& y, const Tensor& shared) const;
-  const ExpertSlice& slice() const { return slice_; }
+  const std::vector<int32_t>& held() const { return held_; }
 
  private:
   // Expert by expert (exact mode, and BF16 experts in fast mode).
@@ -83,9 +80,9 @@ class MoeLayer {
   const ModelConfig* config_ = nullptr;
   MoeWeights* w_ = nullptr;
   Precision precision_ = Precision::kExact;
-  ExpertSlice slice_;
+  std::vector<int32_t> held_;                    // slot -> expert
   bool grouped_ = false;                         // fast path over packed FP8 experts
-  gemm::PackedWeights gate_, up_, down_;         // [experts of the slice, ...] when grouped_
+  gemm::PackedWeights gate_, up_, down_;         // [slots, ...] when grouped_
 };
 
 }  // namespace cachalot::model

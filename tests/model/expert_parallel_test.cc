@@ -63,6 +63,22 @@ std::vector<std::vector<int32_t>> golden_prompts(const std::string& dir) {
   return prompts;
 }
 
+// EPLB's placement of skewed loads with one redundant slot per rank (hot experts replicated).
+eplb::Placement skewed_placement(const Model& m, int ranks) {
+  const ModelConfig& c = m.config();
+  int64_t moe_layers = 0;
+  for (const auto& l : m.weights().layers) moe_layers += l.is_moe;
+  std::vector<float> loads(static_cast<size_t>(moe_layers * c.n_routed_experts));
+  for (size_t i = 0; i < loads.size(); ++i) loads[i] = static_cast<float>(1000 / (1 + (i * 7) % c.n_routed_experts));
+  return eplb::rebalance_experts(loads, moe_layers, c.n_routed_experts, c.n_routed_experts + ranks, c.n_group, 1, ranks);
+}
+
+// Runs batches until the model uses placement `version` (the ranks switch once all are ready).
+void run_until_placement(const Model& m, const std::vector<std::vector<int32_t>>& prompts, int64_t version) {
+  for (int i = 0; i < 200 && m.expert_placement_version() < version; ++i) run_batch(m, {prompts[0]}, 1);
+  if (m.expert_placement_version() != version) throw Error(ErrorKind::kInternal, "placement never switched");
+}
+
 class ExactExpertParallel : public ::testing::TestWithParam<std::tuple<int, bool>> {};
 
 TEST_P(ExactExpertParallel, SameLogitsRoutingAndTokensAsOneRank) {
@@ -180,10 +196,45 @@ TEST(ExpertParallel, ProcessesOverShmMatchOneRank) {
       }
       if (run_batch(*m, prompts, 2).greedy[0] != std::vector<int32_t>(expected[0].begin(), expected[0].begin() + 2))
         throw Error(ErrorKind::kInternal, "the group did not recover");
+      // A rebalanced placement reaches the other processes with the plans; outputs stay exact.
+      m->set_expert_placement(skewed_placement(*m, ranks));
+      run_until_placement(*m, prompts, 1);
+      if (run_batch(*m, prompts, 4).greedy != expected) throw Error(ErrorKind::kInternal, "greedy tokens differ after EPLB");
     });
     for (int r = 0; r < ranks; ++r)
       EXPECT_EQ(ep::describe_exit_status(status[r]), "exited 0") << ranks << " ranks (" << per_node << " per node), rank " << r;
   }
+}
+
+// With 4 redundant slots (20 slots, 5 per rank): once every rank has switched, exact mode still
+// gives the single rank's logits and tokens.
+TEST(ExpertParallel, ARebalancedPlacementKeepsExactOutputs) {
+  CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
+  const auto prompts = golden_prompts(dir);
+  const auto single = Model::load(dir, {.precision = Precision::kExact});
+  const auto ep = Model::load(dir, {.precision = Precision::kExact, .ep_ranks = 4});
+  const BatchRun want = run_batch(*single, prompts, 6);
+  const eplb::Placement p = skewed_placement(*ep, 4);
+  ASSERT_GT(p.max_replicas, 1);
+  ep->set_expert_placement(p);
+  EXPECT_THROW(ep->set_expert_placement(p), Error) << "a second change while one is pending";
+  run_until_placement(*ep, prompts, 1);
+  EXPECT_EQ(ep->expert_placement().phy2log, p.phy2log);
+  const BatchRun got = run_batch(*ep, prompts, 6);
+  double worst = 0;
+  for (int64_t i = 0; i < want.prefill.logits.numel(); ++i)
+    worst = std::max(worst, static_cast<double>(std::fabs(got.prefill.logits.data<float>()[i] - want.prefill.logits.data<float>()[i])));
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_EQ(got.prefill.routing, want.prefill.routing);
+  EXPECT_EQ(got.greedy, want.greedy);
+  // Loads are counted per logical expert whatever the placement.
+  ASSERT_EQ(got.prefill.expert_tokens.size(), want.prefill.expert_tokens.size());
+  EXPECT_EQ(got.prefill.expert_tokens, want.prefill.expert_tokens);
+  // A placement that does not fit the model is refused.
+  eplb::Placement wrong = p;
+  wrong.logical = 8;
+  EXPECT_THROW(ep->set_expert_placement(wrong), Error);
+  EXPECT_THROW(single->set_expert_placement(p), Error);
 }
 
 TEST(ExpertParallel, ExpertsThatDoNotSplitEvenlyAreRefused) {
