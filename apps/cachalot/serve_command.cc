@@ -139,6 +139,12 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--max-queue", args->engine.max_waiting, "queued requests before 429 (default 256)");
   cmd->add_option("--max-connections", args->server.max_connections, "concurrent HTTP connections (default 256)");
   cmd->add_flag("--no-prefix-caching", args->no_prefix_caching, "do not reuse KV blocks of repeated prompt prefixes");
+  cmd->add_option("--eplb-interval-steps", args->engine.eplb_interval_steps,
+                  "with --ep: rebalance the experts (EPLB) every N engine steps (default 0: only on POST /eplb/rebalance)");
+  cmd->add_option("--eplb-window-steps", args->engine.eplb_window_steps,
+                  "expert loads are counted over the last N steps (default 1000)");
+  cmd->add_option("--eplb-slots", args->engine.eplb_slots,
+                  "expert slots per MoE layer after a rebalance (default: routed experts + one redundant per EP rank)");
   add_model_flags(cmd, args->model);
   cmd->add_option("--shutdown-grace-s", args->shutdown_grace_s,
                   "on SIGTERM, seconds to let requests in flight finish before cancelling them (default 30)");

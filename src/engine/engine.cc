@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/trace.h"
 #include "engine/text_output.h"
+#include "eplb/eplb.h"
 
 namespace cachalot::engine {
 
@@ -43,7 +44,11 @@ int64_t blocks_for_budget(const model::Model& model, double gigabytes) {
 Engine::Engine(std::shared_ptr<const model::Model> model, std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
                EngineOptions options)
     : model_(std::move(model)), tokenizer_(std::move(tokenizer)), options_(options),
-      cache_(model_->make_kv_cache(options.kv_blocks)), blocks_(cache_.num_blocks(), cache_.partitions) {
+      cache_(model_->make_kv_cache(options.kv_blocks)), blocks_(cache_.num_blocks(), cache_.partitions),
+      expert_loads_(options.eplb_window_steps) {
+  CACHALOT_CHECK_ARG(options.eplb_window_steps >= 1 && options.eplb_interval_steps >= 0 && options.eplb_slots >= 0,
+                     "eplb: window {} steps, interval {} steps, {} slots: the window must be >= 1, the others >= 0",
+                     options.eplb_window_steps, options.eplb_interval_steps, options.eplb_slots);
   CACHALOT_CHECK_ARG(options.max_batch_tokens >= 1, "max_batch_tokens must be >= 1");
   CACHALOT_CHECK_ARG(options.max_running >= 1, "max_running must be >= 1");
   metrics_.update([&](MetricsSnapshot& m) { m.rank_admitted.assign(static_cast<size_t>(blocks_.partitions()), 0); });
@@ -252,7 +257,54 @@ void Engine::preempt_newest() {
   waiting_.push_front(std::move(victim));
 }
 
+void Engine::request_rebalance() {
+  CACHALOT_CHECK_ARG(model_->ep_ranks() > 1, "eplb: the model runs without expert parallelism (start with --ep N)");
+  rebalance_requested_ = true;
+}
+
+void Engine::rebalance_experts() {
+  const std::vector<float> loads = expert_loads_.totals();
+  if (loads.empty() || std::all_of(loads.begin(), loads.end(), [](float v) { return v == 0; })) {
+    log::info("eplb: no expert loads counted yet; nothing to rebalance");
+    return;
+  }
+  const model::ModelConfig& c = model_->config();
+  const int ranks = model_->ep_ranks();
+  const int64_t slots = options_.eplb_slots > 0 ? options_.eplb_slots : c.n_routed_experts + ranks;
+  const eplb::Placement p = eplb::rebalance_experts(loads, expert_loads_.layers(), expert_loads_.experts(), slots,
+                                                    c.n_group, model_->ep_nodes(), ranks);
+  const double before = eplb::balancedness(loads, model_->expert_placement(), ranks);
+  model_->set_expert_placement(p);
+  log::info("eplb: rebalancing {} MoE layers over {} ranks ({} slots): balancedness {:.3f} -> {:.3f} on the last {} steps",
+            p.layers, ranks, slots, before, eplb::balancedness(loads, p, ranks), expert_loads_.steps());
+  metrics_.update([](MetricsSnapshot& m) { ++m.eplb_rebalances; });
+}
+
+void Engine::publish_expert_loads() {
+  const std::vector<float> loads = expert_loads_.totals();
+  const bool ep = model_->ep_ranks() > 1;
+  const double balance = ep && !loads.empty() ? eplb::balancedness(loads, model_->expert_placement(), model_->ep_ranks()) : 0;
+  const int64_t version = model_->expert_placement_version(), layers = expert_loads_.layers();
+  metrics_.update([&](MetricsSnapshot& m) {
+    m.expert_loads = loads;
+    m.expert_load_layers = layers;
+    m.eplb_balancedness = balance;
+    m.expert_placement_version = version;
+  });
+}
+
 void Engine::step() {
+  // EPLB on request or schedule (between steps: the forward below still uses the old placement
+  // while the ranks prepare the new one).
+  ++steps_;
+  const bool scheduled = options_.eplb_interval_steps > 0 && steps_ % options_.eplb_interval_steps == 0;
+  if ((rebalance_requested_.exchange(false) || scheduled) && model_->ep_ranks() > 1) {
+    try {
+      rebalance_experts();
+    } catch (const Error& e) {
+      log::warn("eplb: no rebalance: {}", e.what());
+    }
+  }
   take_incoming();
   drop_cancelled();
   admit();
@@ -311,6 +363,8 @@ void Engine::step() {
     trace::Span span("engine step", "engine");
     out = model_->forward(steps, cache_);
   }
+  expert_loads_.add(out.expert_tokens);
+  publish_expert_loads();
   const int64_t vocab = model_->config().vocab_size;
   for (std::size_t s = 0; s < stepped.size(); ++s) {
     Sequence& seq = *stepped[s];

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "engine/block_manager.h"
+#include "engine/expert_load_window.h"
 #include "engine/metrics.h"
 #include "engine/request.h"
 #include "model/model.h"
@@ -33,6 +34,13 @@ struct EngineOptions {
   int64_t max_running = 64;         // sequences in the running batch
   int64_t max_waiting = 256;        // queued requests before submit() refuses
   bool prefix_caching = true;
+  // EPLB (with expert parallelism): expert loads are counted over the last eplb_window_steps
+  // steps; a rebalance places eplb_slots expert slots per MoE layer from them (0: the routed
+  // experts plus one redundant slot per EP rank), every eplb_interval_steps steps (0: only when
+  // request_rebalance() asks).
+  int64_t eplb_window_steps = 1000;
+  int64_t eplb_interval_steps = 0;
+  int64_t eplb_slots = 0;
 };
 
 // Blocks of 64 tokens a budget of `gigabytes` holds for this model's cache.
@@ -57,6 +65,11 @@ class Engine {
   // the rest. Returns when nothing is left.
   void drain(std::chrono::milliseconds grace);
   bool draining() const { return draining_.load(); }
+
+  // Rebalances the experts (EPLB over the load window) at the start of the next step; the new
+  // placement takes effect once every EP rank has prepared it. Error(kInvalidArgument) without
+  // expert parallelism.
+  void request_rebalance();
 
   const Metrics& metrics() const { return metrics_; }
   const model::ModelConfig& config() const { return model_->config(); }
@@ -84,6 +97,8 @@ class Engine {
   void finish(Sequence& seq, FinishReason reason, std::string error = {});
   void emit_token(Sequence& seq, const float* logits);
   void publish_metrics(int64_t batch_sequences, int64_t batch_tokens);
+  void rebalance_experts();
+  void publish_expert_loads();
 
   std::shared_ptr<const model::Model> model_;
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer_;
@@ -100,10 +115,13 @@ class Engine {
   std::atomic<bool> draining_{false};
   std::atomic<bool> cancel_all_{false};  // drain's grace ran out
   std::atomic<int64_t> outstanding_{0};  // submitted and not finished
+  std::atomic<bool> rebalance_requested_{false};
 
   // Engine thread only.
   std::deque<SequencePtr> waiting_;
   std::vector<SequencePtr> running_;  // in admission order
+  ExpertLoadWindow expert_loads_;
+  int64_t steps_ = 0;
   std::thread thread_;
 };
 

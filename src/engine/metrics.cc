@@ -93,6 +93,19 @@ std::string Metrics::render_prometheus() const {
   per_rank(out, "cachalot_attention_rank_admitted_total", "counter",
            "Sequences admitted to each attention rank (EP ranks as processes hold their own KV blocks).", v.rank_admitted);
   per_rank(out, "cachalot_attention_rank_running", "gauge", "Sequences running on each attention rank.", v.rank_running);
+  counter(out, "cachalot_eplb_rebalances_total", "Expert rebalances started (EPLB).", v.eplb_rebalances);
+  gauge(out, "cachalot_eplb_placement_version", "Expert placement in use (0: the initial one).",
+        static_cast<double>(v.expert_placement_version));
+  gauge(out, "cachalot_eplb_balancedness", "Mean / max EP rank load of the placement in use on the load window.",
+        v.eplb_balancedness);
+  if (v.expert_load_layers > 0) {
+    out += "# HELP cachalot_expert_load Tokens routed to each expert over the load window.\n"
+           "# TYPE cachalot_expert_load gauge\n";
+    const size_t experts = v.expert_loads.size() / static_cast<size_t>(v.expert_load_layers);
+    for (size_t i = 0; i < v.expert_loads.size(); ++i)
+      out += fmt::format("cachalot_expert_load{{layer=\"{}\",expert=\"{}\"}} {}\n", i / experts, i % experts,
+                         v.expert_loads[i]);
+  }
   ttft_.render(out, "cachalot_time_to_first_token_seconds", "Time from arrival to the first generated token.");
   inter_token_.render(out, "cachalot_inter_token_latency_seconds", "Time between consecutive tokens of a request.");
   e2e_.render(out, "cachalot_request_latency_seconds", "Time from arrival to the last token.");

@@ -34,6 +34,13 @@ struct MetricsSnapshot {
   // sequences admitted so far and sequences running now.
   std::vector<uint64_t> rank_admitted;
   std::vector<int64_t> rank_running;
+  // EPLB: tokens per logical expert over the load window ([layers][experts]), the balancedness
+  // (mean / max rank load) of the placement in use on them, rebalances started, placement version.
+  std::vector<float> expert_loads;
+  int64_t expert_load_layers = 0;
+  double eplb_balancedness = 0;
+  uint64_t eplb_rebalances = 0;
+  int64_t expert_placement_version = 0;
 };
 
 class Metrics {

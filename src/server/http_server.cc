@@ -101,6 +101,31 @@ void HttpServer::install_routes() {
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_text(), "text/plain; version=0.0.4");
   });
+  // EPLB: the expert loads of the window (the input `cachalot eplb --loads` takes), and a
+  // rebalance on command (with --ep; it takes effect once every rank has prepared it).
+  http.Get("/eplb/loads", [this](const httplib::Request&, httplib::Response& res) {
+    const engine::MetricsSnapshot m = engine_.metrics().snapshot();
+    Json loads = Json::array();
+    if (m.expert_load_layers > 0) {
+      const size_t experts = m.expert_loads.size() / static_cast<size_t>(m.expert_load_layers);
+      for (int64_t l = 0; l < m.expert_load_layers; ++l)
+        loads.push_back(std::vector<float>(m.expert_loads.begin() + static_cast<std::ptrdiff_t>(l * experts),
+                                           m.expert_loads.begin() + static_cast<std::ptrdiff_t>((l + 1) * experts)));
+    }
+    send_json(res, 200,
+              Json{{"loads", loads},
+                   {"placement_version", m.expert_placement_version},
+                   {"balancedness", m.eplb_balancedness},
+                   {"rebalances", m.eplb_rebalances}});
+  });
+  http.Post("/eplb/rebalance", [this](const httplib::Request&, httplib::Response& res) {
+    try {
+      engine_.request_rebalance();
+      send_json(res, 202, Json{{"status", "rebalance requested"}});
+    } catch (const Error& e) {
+      send_error(res, ApiError(400, e.what()));
+    }
+  });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     send_json(res, 200,
               Json{{"object", "list"},

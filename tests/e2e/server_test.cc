@@ -190,6 +190,7 @@ TEST_F(FixtureServer, RepeatedPromptIsServedFromThePrefixCache) {
 }
 
 TEST_F(FixtureServer, BadInputGetsOpenAIErrors) {
+  EXPECT_EQ(post_raw(port(), "/eplb/rebalance", "{}"), 400);  // no expert parallelism
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"{not json", "invalid_json"},
       {R"({"prompt": [1, 2], "max_tokens": "ten"})", "max_tokens"},
@@ -262,6 +263,28 @@ TEST(ServerExpertParallel, ConcurrentRequestsOverFourRanksMatchGenerate) {
     });
   for (std::thread& c : clients) c.join();
   EXPECT_EQ(got, expected);
+  // EPLB on command: the loads counted so far place the experts again (with a redundant slot per
+  // rank); once the ranks switch, completions are unchanged.
+  int status = 0;
+  post(server.port(), "/eplb/rebalance", json::object(), &status);
+  EXPECT_EQ(status, 202);
+  const json body = {{"model", "tiny-dsv3"}, {"prompt", prompt_of(20, 0)}, {"max_tokens", 8}, {"temperature", 0},
+                     {"ignore_eos", true}};
+  for (int i = 0; i < 20 && metric(server.port(), "cachalot_eplb_placement_version") != 1; ++i)
+    EXPECT_EQ(post_stream(server.port(), "/v1/completions", body).token_ids, expected[0]);
+  EXPECT_EQ(metric(server.port(), "cachalot_eplb_placement_version"), 1);
+  EXPECT_EQ(metric(server.port(), "cachalot_eplb_rebalances_total"), 1);
+  EXPECT_EQ(post_stream(server.port(), "/v1/completions", body).token_ids, expected[0]);
+  httplib::Client client("127.0.0.1", server.port());
+  const auto loads = client.Get("/eplb/loads");
+  ASSERT_TRUE(loads && loads->status == 200);
+  const json l = json::parse(loads->body);
+  ASSERT_GE(l["loads"].size(), 1u);
+  double total = 0;
+  for (const auto& layer : l["loads"])
+    for (const auto& v : layer) total += v.get<double>();
+  EXPECT_GT(total, 0);
+  EXPECT_GT(l["balancedness"].get<double>(), 0);
 }
 
 TEST(ServerExpertParallel, RanksAsProcessesOverShm) {

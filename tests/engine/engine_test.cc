@@ -214,5 +214,47 @@ TEST_F(EngineTest, ProcessRanksAttendForTheirOwnKvBlocks) {
   for (size_t r = 0; r < status.size(); ++r) EXPECT_EQ(ep::describe_exit_status(status[r]), "exited 0") << "rank " << r;
 }
 
+TEST(ExpertLoadWindow, SumsTheLastStepsOnly) {
+  ExpertLoadWindow w(2);
+  EXPECT_TRUE(w.totals().empty());
+  w.add({{1, 0, 2}, {0, 3, 0}});
+  w.add({{1, 1, 0}, {2, 0, 0}});
+  EXPECT_EQ(w.totals(), (std::vector<float>{2, 1, 2, 2, 3, 0}));
+  w.add({{0, 0, 5}, {0, 0, 1}});  // the first step leaves the window
+  EXPECT_EQ(w.totals(), (std::vector<float>{1, 1, 5, 2, 0, 1}));
+  EXPECT_EQ(w.layers(), 2);
+  EXPECT_EQ(w.experts(), 3);
+  EXPECT_EQ(w.steps(), 2);
+}
+
+// EPLB in the engine: a rebalance on request places the experts by the counted loads (with a
+// redundant slot per rank); requests keep being served meanwhile and the outputs stay exact.
+TEST_F(EngineTest, RebalancingTheExpertsKeepsOutputsExact) {
+  const auto ep = std::shared_ptr<const model::Model>(
+      model::Model::load(dir_, {.precision = model::Precision::kExact, .ep_ranks = 2}));
+  Engine engine(ep, nullptr, {.kv_blocks = 64, .eplb_window_steps = 50});
+  const std::vector<int> lengths = {9, 70, 33};
+  auto run_all = [&] {
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (size_t i = 0; i < lengths.size(); ++i) streams.push_back(engine.submit(greedy(prompt_of(lengths[i], static_cast<int>(i)), 5)));
+    for (size_t i = 0; i < lengths.size(); ++i)
+      EXPECT_EQ(collect(*streams[i]).tokens, reference_greedy(*model_, prompt_of(lengths[i], static_cast<int>(i)), 5)) << i;
+  };
+  run_all();
+  engine.request_rebalance();
+  for (int i = 0; i < 20 && ep->expert_placement_version() == 0; ++i) run_all();
+  ASSERT_EQ(ep->expert_placement_version(), 1);
+  EXPECT_EQ(ep->expert_placement().physical, ep->config().n_routed_experts + 2);
+  run_all();
+  const MetricsSnapshot m = engine.metrics().snapshot();
+  EXPECT_EQ(m.eplb_rebalances, 1u);
+  EXPECT_GT(m.eplb_balancedness, 0);
+  EXPECT_EQ(m.expert_load_layers, static_cast<int64_t>(ep->expert_placement().layers));
+  EXPECT_NE(engine.metrics().render_prometheus().find("cachalot_expert_load{layer=\"0\",expert=\"0\"}"), std::string::npos);
+  // Without expert parallelism there is nothing to rebalance.
+  Engine single(model_, nullptr, {.kv_blocks = 8});
+  EXPECT_THROW(single.request_rebalance(), Error);
+}
+
 }  // namespace
 }  // namespace cachalot::engine
