@@ -33,20 +33,23 @@ std::vector<float> zipf_loads(int64_t layers, double s, uint32_t seed) {
 
 struct Deployment {
   const char* name;
-  int64_t slots, nodes, gpus;
+  int64_t slots, groups, nodes, gpus;
 };
 
 }  // namespace
 
 void run_eplb(const Options& options, Reporter& reporter) {
   // DeepSeek's prefill unit (4 nodes x 8 GPUs, 9 slots each: 32 redundant) and a decode-like one
-  // (8 nodes x 8 GPUs, 5 slots each).
-  const Deployment deployments[] = {{"prefill 32 gpus 288 slots", 288, 4, 32}, {"decode 64 gpus 320 slots", 320, 8, 64}};
+  // (8 nodes x 8 GPUs, 5 slots each), hierarchical (8 groups) and global (groups ignored: what
+  // DeepSeek uses for decode, where one hot group per node cannot be spread).
+  const Deployment deployments[] = {{"prefill 32 gpus 288 slots hierarchical", 288, kGroups, 4, 32},
+                                    {"decode 64 gpus 320 slots hierarchical", 320, kGroups, 8, 64},
+                                    {"decode 64 gpus 320 slots global", 320, 1, 8, 64}};
   const int64_t layers = options.quick ? 8 : 58;
   for (const Deployment& d : deployments)
     for (const double s : {0.5, 1.0, 1.5}) {
       const std::vector<float> w = zipf_loads(layers, s, 7);
-      const eplb::Placement p = eplb::rebalance_experts(w, layers, kExperts, d.slots, kGroups, d.nodes, d.gpus);
+      const eplb::Placement p = eplb::rebalance_experts(w, layers, kExperts, d.slots, d.groups, d.nodes, d.gpus);
       const double after = eplb::balancedness(w, p, d.gpus);
       const double before = eplb::balancedness(w, eplb::identity_placement(layers, kExperts), d.gpus);
       reporter.add(make_result("eplb", fmt::format("{} zipf={}", d.name, s), "balancedness", after, "mean/max",
