@@ -57,6 +57,17 @@ BatchRun run_batch(const Model& m, const std::vector<std::vector<int32_t>>& prom
   return r;
 }
 
+// Exact mode: the same prefill logits (1e-4), routing and greedy tokens.
+void expect_same_as_one_rank(const BatchRun& got, const BatchRun& want) {
+  ASSERT_EQ(got.prefill.logits.shape(), want.prefill.logits.shape());
+  double worst = 0;
+  for (int64_t i = 0; i < want.prefill.logits.numel(); ++i)
+    worst = std::max(worst, static_cast<double>(std::fabs(got.prefill.logits.data<float>()[i] - want.prefill.logits.data<float>()[i])));
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_EQ(got.prefill.routing, want.prefill.routing);
+  EXPECT_EQ(got.greedy, want.greedy);
+}
+
 std::vector<std::vector<int32_t>> golden_prompts(const std::string& dir) {
   std::vector<std::vector<int32_t>> prompts;
   for (const auto& g : testing::load_golden(dir)) prompts.push_back(g.prompt);
@@ -92,13 +103,7 @@ TEST_P(ExactExpertParallel, SameLogitsRoutingAndTokensAsOneRank) {
   const auto single = Model::load(dir, {.precision = Precision::kExact});
   const auto ep = Model::load(dir, {.precision = Precision::kExact, .ep_ranks = ranks, .ep_overlap = overlap});
   const BatchRun want = run_batch(*single, prompts, 6), got = run_batch(*ep, prompts, 6);
-  ASSERT_EQ(got.prefill.logits.shape(), want.prefill.logits.shape());
-  double worst = 0;
-  for (int64_t i = 0; i < want.prefill.logits.numel(); ++i)
-    worst = std::max(worst, static_cast<double>(std::fabs(got.prefill.logits.data<float>()[i] - want.prefill.logits.data<float>()[i])));
-  EXPECT_LT(worst, 1e-4);
-  EXPECT_EQ(got.prefill.routing, want.prefill.routing);
-  EXPECT_EQ(got.greedy, want.greedy);
+  expect_same_as_one_rank(got, want);
   // And the fixture's float64 reference for the golden prompts.
   const auto golden = testing::load_golden(dir);
   for (size_t i = 0; i < golden.size(); ++i)
@@ -221,12 +226,7 @@ TEST(ExpertParallel, ARebalancedPlacementKeepsExactOutputs) {
   run_until_placement(*ep, prompts, 1);
   EXPECT_EQ(ep->expert_placement().phy2log, p.phy2log);
   const BatchRun got = run_batch(*ep, prompts, 6);
-  double worst = 0;
-  for (int64_t i = 0; i < want.prefill.logits.numel(); ++i)
-    worst = std::max(worst, static_cast<double>(std::fabs(got.prefill.logits.data<float>()[i] - want.prefill.logits.data<float>()[i])));
-  EXPECT_LT(worst, 1e-4);
-  EXPECT_EQ(got.prefill.routing, want.prefill.routing);
-  EXPECT_EQ(got.greedy, want.greedy);
+  expect_same_as_one_rank(got, want);
   // Loads are counted per logical expert whatever the placement.
   ASSERT_EQ(got.prefill.expert_tokens.size(), want.prefill.expert_tokens.size());
   EXPECT_EQ(got.prefill.expert_tokens, want.prefill.expert_tokens);
