@@ -39,6 +39,13 @@ int64_t experts_per_rank(int64_t num_experts, int world, const char* what) {
   return num_experts / world;
 }
 
+std::vector<int32_t> tokens_per_local_expert(const Tensor& local_topk_idx, int64_t local_experts) {
+  std::vector<int32_t> count(static_cast<size_t>(local_experts), 0);
+  for (int64_t i = 0; i < local_topk_idx.numel(); ++i)
+    if (const int32_t e = local_topk_idx.data<int32_t>()[i]; e >= 0) ++count[e];
+  return count;
+}
+
 void add_row(float* y, const Tensor& rows, int64_t row, float w) {
   const int64_t h = rows.size(-1);
   if (rows.dtype() == DType::kBF16)
@@ -285,9 +292,7 @@ DispatchResult PendingNormalDispatch::receive() {
     r.topk_idx = Tensor::view(s.section<int32_t>(m, kTopkIdx), DType::kI32, {n, k}, nullptr);
     r.topk_weights = Tensor::view(s.section<float>(m, kTopkWeights), DType::kF32, {n, k}, nullptr);
     r.src_index = Tensor::view(s.section<int32_t>(m, kSrcIndex), DType::kI32, {n}, nullptr);
-    r.tokens_per_local_expert.assign(static_cast<size_t>(experts_per_rank_), 0);
-    for (int64_t i = 0; i < n * k; ++i)
-      if (const int32_t e = r.topk_idx.data<int32_t>()[i]; e >= 0) ++r.tokens_per_local_expert[e];
+    r.tokens_per_local_expert = detail::tokens_per_local_expert(r.topk_idx, experts_per_rank_);
     return r;
   }
   r.handle = std::move(handle_);
@@ -313,9 +318,7 @@ DispatchResult PendingNormalDispatch::receive() {
     std::memcpy(static_cast<std::byte*>(r.x.mutable_raw_data()) + static_cast<size_t>(begin) * row_bytes,
                 s.section<std::byte>(m, kRows), static_cast<size_t>(rows) * row_bytes);
   }
-  r.tokens_per_local_expert.assign(static_cast<size_t>(experts_per_rank_), 0);
-  for (int64_t i = 0; i < n * k; ++i)
-    if (const int32_t e = r.topk_idx.data<int32_t>()[i]; e >= 0) ++r.tokens_per_local_expert[e];
+  r.tokens_per_local_expert = detail::tokens_per_local_expert(r.topk_idx, experts_per_rank_);
   return r;
 }
 

@@ -17,6 +17,8 @@ namespace cachalot::ep::detail {
 // topk_idx (I32 or I64 [T, K]) as int32, every id checked to be -1 or a valid expert.
 std::vector<int32_t> read_topk(const Tensor& topk_idx, int64_t num_experts, const char* what);
 int64_t experts_per_rank(int64_t num_experts, int world, const char* what);
+// How many received rows chose each local expert (ids in an I32 [rows, K] tensor; -1 skipped).
+std::vector<int32_t> tokens_per_local_expert(const Tensor& local_topk_idx, int64_t local_experts);
 // y += w * rows[row] for an F32 or BF16 [rows, H] tensor.
 void add_row(float* y, const Tensor& rows, int64_t row, float w);
 

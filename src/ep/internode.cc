@@ -165,9 +165,7 @@ DispatchResult Buffer::receive_internode_dispatch(PendingNormalDispatch& p) {
       i = end;
     }
   }
-  r.tokens_per_local_expert.assign(static_cast<size_t>(per), 0);
-  for (int64_t i = 0; i < n * k; ++i)
-    if (const int32_t e = r.topk_idx.data<int32_t>()[i]; e >= 0) ++r.tokens_per_local_expert[e];
+  r.tokens_per_local_expert = detail::tokens_per_local_expert(r.topk_idx, per);
   return r;
 }
 
