@@ -37,8 +37,10 @@ void run_as_ep_leader(const ModelFlags& flags, const std::string& model_dir,
   model::check_expert_parallel(config, world);
   // Slots sized for the hosts mpirun spread the ranks over (internode dispatch forwards through
   // one rank per host and local index, which then passes on up to nodes x chunk rows).
-  const int nodes = world / ep::mpi_ranks_per_host();
-  const std::shared_ptr<ep::Transport> t = ep::open_mpi_transport(model::expert_parallel_transport_options(config, world, nodes));
+  const int per_host = ep::mpi_ranks_per_host();
+  ep::TransportOptions options = model::expert_parallel_transport_options(config, world, world / per_host);
+  options.ranks_per_node = per_host;  // known now: the transport need not ask MPI again
+  const std::shared_ptr<ep::Transport> t = ep::open_mpi_transport(options);
   CACHALOT_CHECK_ARG(flags.ep == 1 || flags.ep == t->world_size(), "--ep {} with mpirun -np {}: leave --ep out or make them equal",
                      flags.ep, t->world_size());
   as_rank(t);
