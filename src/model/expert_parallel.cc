@@ -428,9 +428,7 @@ RankOutput ExpertParallelRunner::run_rank(ep::Transport& t, const std::vector<in
     moe_layer(buffer, *experts, l, low_latency ? 0 : chunks, mbs, cache.layers[l]);
     // Tokens per logical expert (the loads EPLB balances).
     std::vector<int64_t>& load = part.expert_tokens.emplace_back(static_cast<size_t>(c.n_routed_experts), 0);
-    for (const MicroBatch& mb : mbs)
-      for (const int32_t e : mb.routing.experts)
-        if (e >= 0) ++load[e];
+    for (const MicroBatch& mb : mbs) count_expert_tokens(mb.routing, load);
     if (options.record_routing) {
       std::vector<int32_t>& chosen = part.routing.emplace_back();
       for (const MicroBatch& mb : mbs) chosen.insert(chosen.end(), mb.routing.experts.begin(), mb.routing.experts.end());

@@ -181,9 +181,7 @@ ForwardOutput Model::forward(std::span<const SequenceStep> steps, KvCache& cache
     if (layer.is_moe) {
       Routing routing;
       add_residual(h, moe_[l].forward(x, &routing));
-      std::vector<int64_t>& load = out.expert_tokens.emplace_back(static_cast<size_t>(config_.n_routed_experts), 0);
-      for (const int32_t e : routing.experts)
-        if (e >= 0) ++load[e];
+      count_expert_tokens(routing, out.expert_tokens.emplace_back(static_cast<size_t>(config_.n_routed_experts), 0));
       if (options.record_routing) {
         auto& per_token = out.routing.emplace_back();
         for (int64_t r = 0; r < rows; ++r)

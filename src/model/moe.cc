@@ -54,6 +54,11 @@ Tensor mlp_forward(const MlpWeights& w, const Tensor& x, Precision precision) {
   return w.down.forward(g);
 }
 
+void count_expert_tokens(const Routing& routing, std::vector<int64_t>& counts) {
+  for (const int32_t e : routing.experts)
+    if (e >= 0) ++counts[static_cast<size_t>(e)];
+}
+
 MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights& weights, Precision precision, std::vector<int32_t> held)
     : config_(&config), w_(&weights), precision_(precision), held_(std::move(held)) {
   const int64_t experts = static_cast<int64_t>(w_->experts.size());

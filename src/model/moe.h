@@ -35,6 +35,9 @@ struct Routing {
   std::vector<float> weights;    // [tokens][k]
 };
 
+// counts[e] += the tokens of `routing` that chose expert e (the loads EPLB balances).
+void count_expert_tokens(const Routing& routing, std::vector<int64_t>& counts);
+
 // y = down(silu(gate(x)) * up(x)); x, y F32 [rows, hidden].
 Tensor mlp_forward(const MlpWeights& w, const Tensor& x, Precision precision);
 void prepare_mlp(MlpWeights& w, Precision precision);
