@@ -190,15 +190,9 @@ Placement placement_from_slots(std::vector<int32_t> phy2log, int64_t layers, int
 }
 
 Placement identity_placement(int64_t layers, int64_t logical) {
-  Placement p;
-  p.layers = layers;
-  p.logical = p.physical = logical;
-  p.max_replicas = 1;
-  p.phy2log.resize(static_cast<size_t>(layers * logical));
-  for (int64_t l = 0; l < layers; ++l) std::iota(p.phy2log.begin() + l * logical, p.phy2log.begin() + (l + 1) * logical, 0);
-  p.log2phy = p.phy2log;
-  p.logcnt.assign(static_cast<size_t>(layers * logical), 1);
-  return p;
+  std::vector<int32_t> slots(static_cast<size_t>(layers * logical));
+  for (int64_t l = 0; l < layers; ++l) std::iota(slots.begin() + l * logical, slots.begin() + (l + 1) * logical, 0);
+  return placement_from_slots(std::move(slots), layers, logical);
 }
 
 std::vector<double> gpu_loads(std::span<const float> layer_weight, const Placement& placement, int64_t layer,
