@@ -7,6 +7,17 @@
 #include "core/log.h"
 #include "core/trace.h"
 
+namespace cachalot::cli {
+namespace {
+std::string& suffix_storage() {
+  static std::string suffix;
+  return suffix;
+}
+}  // namespace
+void set_trace_path_suffix(std::string suffix) { suffix_storage() = std::move(suffix); }
+const std::string& trace_path_suffix() { return suffix_storage(); }
+}  // namespace cachalot::cli
+
 int main(int argc, char** argv) {
   using namespace cachalot;
   CLI::App app{
@@ -31,6 +42,7 @@ int main(int argc, char** argv) {
   cli::add_tokenize_command(app);
   cli::add_serve_command(app);
   cli::add_eplb_command(app);
+  cli::add_dualpipe_command(app);
 
   try {
     log::init();
@@ -39,7 +51,7 @@ int main(int argc, char** argv) {
       if (!trace_path.empty()) trace::set_enabled(true);
     });
     app.parse(argc, argv);
-    if (!trace_path.empty()) trace::write_chrome_json(trace_path);
+    if (!trace_path.empty()) trace::write_chrome_json(trace_path + cli::trace_path_suffix());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const Error& e) {
