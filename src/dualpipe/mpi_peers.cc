@@ -4,49 +4,24 @@
 #include <mpi.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <list>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "core/error.h"
+#include "core/mpi_support.h"
 #include "dualpipe/peer_comm.h"
 
 namespace cachalot::dualpipe {
 namespace {
 
-void check_mpi(int rc, const char* what) {
-  if (rc == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  MPI_Error_string(rc, text, &len);
-  raise(ErrorKind::kIo, "dualpipe: {} failed: {}", what, std::string(text, static_cast<size_t>(len)));
-}
-
-// Only the calling thread talks to MPI (MPI_THREAD_FUNNELED); MPI may already be up (another
-// module initialised it), then it is left as it is.
-void start_mpi() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    int up = 0;
-    MPI_Initialized(&up);
-    if (up) return;
-    int provided = 0;
-    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
-    std::atexit([] {
-      int down = 0;
-      MPI_Finalized(&down);
-      if (!down) MPI_Finalize();
-    });
-  });
-}
+void check_mpi(int rc, const char* what) { mpi::check(rc, "dualpipe", what); }
 
 class MpiPeers final : public PeerComm {
  public:
   explicit MpiPeers(std::chrono::milliseconds timeout) : timeout_(timeout) {
-    start_mpi();
+    mpi::start(MPI_THREAD_FUNNELED, "dualpipe (the mpi peers)");
     check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);

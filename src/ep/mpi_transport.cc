@@ -8,37 +8,15 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/mpi_support.h"
 #include "ep/wait.h"
 
 namespace cachalot::ep {
 namespace {
 
-void check_mpi(int rc, const char* what) {
-  if (rc == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  MPI_Error_string(rc, text, &len);
-  raise(ErrorKind::kIo, "ep: {} failed: {}", what, std::string(text, static_cast<size_t>(len)));
-}
+void check_mpi(int rc, const char* what) { mpi::check(rc, "ep", what); }
 
-void init_mpi_once() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    int initialised = 0;
-    MPI_Initialized(&initialised);
-    if (initialised) return;
-    int provided = 0;
-    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
-    if (provided < MPI_THREAD_SERIALIZED)
-      raise(ErrorKind::kUnsupported, "ep: this MPI offers thread level {}, the mpi transport needs MPI_THREAD_SERIALIZED",
-            provided);
-    std::atexit([] {
-      int finalized = 0;
-      MPI_Finalized(&finalized);
-      if (!finalized) MPI_Finalize();
-    });
-  });
-}
+void init_mpi_once() { mpi::start(MPI_THREAD_SERIALIZED, "ep (the mpi transport)"); }
 
 int ranks_on_my_host(MPI_Comm comm) {
   int rank = 0;

@@ -64,9 +64,7 @@ TEST(ModelCli, ExpertParallelGenerateOverProcesses) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out).at("output_ids"), golden.at("greedy_continuation"));
   // Two MPI processes (only rank 0 prints).
-  std::string cmd = std::string(geteuid() == 0 ? "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " : "") +
-                    "ASAN_OPTIONS=detect_leaks=0 mpirun --oversubscribe --mca btl self,vader -np 2 " +
-                    testing::cachalot_binary();
+  std::string cmd = testing::mpirun_prefix(2) + testing::cachalot_binary();
   for (const std::string& a : args) cmd += " " + a;
   cmd += " --ep-transport mpi 2>/dev/null";
   FILE* p = popen(cmd.c_str(), "r");

@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -86,6 +88,23 @@ CommandResult run_cachalot(const std::vector<std::string>& args, const std::stri
   result.out = slurp(out_path);
   result.err = slurp(err_path);
   return result;
+}
+
+CommandResult run_shell(const std::string& command) {
+  CommandResult r;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) throw std::runtime_error("cannot start: " + command);
+  std::array<char, 4096> buf{};
+  while (fgets(buf.data(), buf.size(), pipe) != nullptr) r.out += buf.data();
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::string mpirun_prefix(int ranks) {
+  std::string env = "ASAN_OPTIONS=detect_leaks=0 ";
+  if (geteuid() == 0) env += "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ";
+  return env + CACHALOT_TEST_MPIEXEC + std::string(" --oversubscribe --mca btl self,vader -np ") + std::to_string(ranks) + " ";
 }
 
 ServerProcess::ServerProcess(const std::vector<std::string>& serve_args) {

@@ -49,6 +49,14 @@ std::string cachalot_binary();
 // capturing stdout and stderr.
 CommandResult run_cachalot(const std::vector<std::string>& args, const std::string& stdin_text = "");
 
+// Runs `command` through the shell; `out` gets stdout and stderr together.
+CommandResult run_shell(const std::string& command);
+
+// "mpirun --oversubscribe ... -np <ranks> " with what this machine needs to run it: root allowed
+// (CI containers run as root), shared memory and self as the only byte transfer layers, leak
+// checks off (OpenMPI keeps allocations until exit, which LeakSanitizer would report).
+std::string mpirun_prefix(int ranks);
+
 // `cachalot serve ... --port 0` running in the background for end-to-end tests: started by the
 // constructor (which waits for the "listening" line and reads the port), stopped with SIGTERM
 // by stop() or the destructor.
