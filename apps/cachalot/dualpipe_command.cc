@@ -1,9 +1,11 @@
 // `cachalot dualpipe simulate`: the pipeline schedules side by side in the discrete-event
 // simulator (makespan, bubble, activation peak, against the published formulas), with a Chrome
-// trace per schedule. `cachalot dualpipe train`: a few SGD steps of a toy regression model run by
+// trace per schedule. `cachalot dualpipe schedule`: each rank's steps with their send/recv
+// peers. `cachalot dualpipe train`: a few SGD steps of a toy regression model run by
 // the pipeline executor on threads (or processes under mpirun), loss printed per step;
 // --check compares every step with a sequential run.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <chrono>
 #include <filesystem>
@@ -15,6 +17,7 @@
 #include "core/file_io.h"
 #include "core/trace.h"
 #include "dualpipe/executor.h"
+#include "dualpipe/messages.h"
 #include "dualpipe/simulator.h"
 #include "dualpipe/validate.h"
 #include "ep/mpi_transport.h"
@@ -89,6 +92,50 @@ void simulate_command(const SimulateArgs& a) {
         "bubble: the largest per-rank idle time (makespan - busy); activations: most chunks held between their F and B on "
         "one rank.\nDualPipeV cuts the model in 2 x ranks stages, so its figures compare with DualPipe on twice the ranks.\n");
     if (!a.trace_dir.empty()) fmt::print("traces: {}/<schedule>.json (open in ui.perfetto.dev)\n", a.trace_dir);
+  }
+}
+
+struct ScheduleArgs {
+  int pp = 4, micro = 8;
+  std::string schedule = "dualpipe";
+  bool json = false;
+};
+
+// A message as the step list shows it: "act 3 <- r1" (received) or "grad 3 -> r0" (sent).
+std::string message_text(const Message& m, bool received) {
+  return fmt::format("{} {} {} r{}", m.gradient ? "grad" : "act", m.micro_batch, received ? "<-" : "->", received ? m.src : m.dst);
+}
+
+void schedule_command(const ScheduleArgs& a) {
+  const Schedule s = make_schedule(parse_schedule(a.schedule), a.pp, a.micro);
+  validate_schedule(s);
+  const Layout& l = s.layout;
+  std::vector<Message> receives, sends;
+  for (int r = 0; r < l.ranks; ++r) {
+    if (!a.json) fmt::print("rank {} (stages {}):\n", r, l.chunks_per_rank == 1 ? fmt::format("{}", l.stage_at(r, 0))
+                                                                                   : fmt::format("{}, {}", l.stage_at(r, 0), l.stage_at(r, 1)));
+    nlohmann::json steps = nlohmann::json::array();
+    for (const Step& step : s.steps[r]) {
+      receives.clear();
+      sends.clear();
+      step_messages(l, r, step, &receives, &sends);
+      std::vector<std::string> comm;
+      nlohmann::json recv_json = nlohmann::json::array(), send_json = nlohmann::json::array();
+      for (const Message& m : receives) {
+        if (m.src == m.dst) continue;  // a hand-off inside the rank
+        comm.push_back(message_text(m, true));
+        recv_json.push_back({{"peer", m.src}, {"gradient", m.gradient}, {"micro_batch", m.micro_batch}});
+      }
+      for (const Message& m : sends) {
+        if (m.src == m.dst) continue;
+        comm.push_back(message_text(m, false));
+        send_json.push_back({{"peer", m.dst}, {"gradient", m.gradient}, {"micro_batch", m.micro_batch}});
+      }
+      const std::string label = step_label(step, l.chunks_per_rank);
+      steps.push_back({{"step", label}, {"recv", recv_json}, {"send", send_json}});
+      if (!a.json) fmt::print("  {:<14} {}\n", label, fmt::join(comm, ", "));
+    }
+    if (a.json) fmt::print("{}\n", nlohmann::json{{"rank", r}, {"steps", steps}}.dump());
   }
 }
 
@@ -198,6 +245,14 @@ void add_dualpipe_command(CLI::App& app) {
   sim->add_option("--trace-dir", s->trace_dir, "write DIR/<schedule>.json Chrome/Perfetto traces");
   sim->add_flag("--json", s->json, "one JSON object per schedule");
   sim->callback([s] { simulate_command(*s); });
+
+  auto* list = cmd->add_subcommand("schedule", "print each rank's steps with the messages they receive and send");
+  auto l = std::make_shared<ScheduleArgs>();
+  list->add_option("--pp", l->pp, "pipeline ranks (default 4)");
+  list->add_option("--micro", l->micro, "micro-batches (default 8)");
+  list->add_option("--schedule", l->schedule, "1f1b, zb1p, dualpipe (default) or dualpipev");
+  list->add_flag("--json", l->json, "one JSON object per rank");
+  list->callback([l] { schedule_command(*l); });
 
   auto* train = cmd->add_subcommand("train", "train a toy model with a pipeline schedule on threads or under mpirun");
   auto t = std::make_shared<TrainArgs>();

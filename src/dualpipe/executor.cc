@@ -20,6 +20,9 @@ PipelineExecutor::PipelineExecutor(const Schedule& schedule, const ToyModelConfi
   validate_schedule(schedule);
   CACHALOT_CHECK_ARG(comm.size() == schedule.layout.ranks, "dualpipe: the {} schedule has {} ranks, the group {}",
                      schedule_name(schedule.layout.kind), schedule.layout.ranks, comm.size());
+  // MPI promises tags up to 32767 only.
+  CACHALOT_CHECK_ARG(control_tag(schedule.layout, 32) <= 32767, "dualpipe: {} micro-batches x {} stages need more message tags than MPI promises",
+                     schedule.layout.micro_batches, schedule.layout.stages);
   for (int c = 0; c < schedule.layout.chunks_per_rank; ++c) chunks_.emplace_back(config, schedule.layout.stage_at(comm.rank(), c));
 }
 

@@ -65,6 +65,27 @@ TEST(DualPipeCli, TrainLowersTheLossAndMatchesSequential) {
   EXPECT_EQ(pids.size(), 4u);
 }
 
+TEST(DualPipeCli, ScheduleListsEachRanksStepsWithPeers) {
+  const auto r = run_cachalot({"dualpipe", "schedule", "--pp", "2", "--micro", "4", "--schedule", "1f1b", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string first;
+  std::getline(lines, first);
+  const json rank0 = json::parse(first);
+  EXPECT_EQ(rank0["rank"], 0);
+  ASSERT_EQ(rank0["steps"].size(), 8u);
+  EXPECT_EQ(rank0["steps"][0]["step"], "F0");
+  EXPECT_EQ(rank0["steps"][0]["send"][0]["peer"], 1);
+  EXPECT_EQ(rank0["steps"][0]["recv"].size(), 0u);
+  EXPECT_EQ(rank0["steps"][2]["step"], "B0");
+  EXPECT_EQ(rank0["steps"][2]["recv"][0]["peer"], 1);
+  EXPECT_TRUE(rank0["steps"][2]["recv"][0]["gradient"].get<bool>());
+  const auto table = run_cachalot({"dualpipe", "schedule", "--pp", "4", "--micro", "8"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("rank 0 (stages 0, 3)"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("&"), std::string::npos) << table.out;  // overlapped F&B steps
+}
+
 TEST(DualPipeCli, SizesAScheduleCannotRunAreErrors) {
   const auto odd = run_cachalot({"dualpipe", "train", "--pp", "3", "--schedule", "dualpipe"});
   EXPECT_EQ(odd.exit_code, 2);
