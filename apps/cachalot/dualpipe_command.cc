@@ -194,13 +194,12 @@ void train_rank(const TrainArgs& a, const Schedule& schedule, const ToyBatch& ba
 void train_command(TrainArgs a) {
   const ScheduleKind kind = parse_schedule(a.schedule);
   if (a.micro == 0) a.micro = 4 * a.pp;  // enough for every family's minimum (2 x PP)
-  const Schedule schedule = make_schedule(kind, a.pp, a.micro);
-  validate_schedule(schedule);
+  CACHALOT_CHECK_ARG(a.transport == "auto" || a.transport == "mpi" || a.transport == "local",
+                     "dualpipe: --transport is local, mpi or auto, got '{}'", a.transport);
+  const Schedule schedule = make_schedule(kind, a.pp, a.micro);  // each rank's executor validates it
   const ToyBatch batch = make_toy_batch(a.model, a.micro);
   const auto timeout = std::chrono::milliseconds(int64_t{a.timeout_s} * 1000);
   const bool mpi = a.transport == "mpi" || (a.transport == "auto" && ep::mpirun_world_size() > 1);
-  CACHALOT_CHECK_ARG(a.transport == "auto" || a.transport == "mpi" || a.transport == "local",
-                     "dualpipe: --transport is local, mpi or auto, got '{}'", a.transport);
   const auto header = [&] {
     if (a.json) return;
     fmt::print("{} on {} {} ranks: {} stages of {} residual MLP blocks (hidden {}, ffn {}), {} micro-batches of {} tokens\n",

@@ -87,7 +87,7 @@ std::vector<std::vector<Step>> zero_bubble_1p(int ranks, int m) {
 // chunk 0 on the first half of the ranks and chunk 1 on the second half (DualPipe's mirror).
 class DualScheduleBuilder {
  public:
-  DualScheduleBuilder(const Layout& layout, int rank) : layout_(layout), rank_(rank) {
+  DualScheduleBuilder(const Layout& layout, int rank) : rank_(rank) {
     v_shape_ = layout.kind == ScheduleKind::kDualPipeV;
     pairs_ = v_shape_ ? layout.ranks : layout.ranks / 2;
     h_ = v_shape_ ? rank : std::min(rank, layout.ranks - 1 - rank);
@@ -157,7 +157,6 @@ class DualScheduleBuilder {
   void push(const Op& op) { steps_.push_back(Step{op, Op{}, false}); }
   void push_overlapped(const Op& f, const Op& b) { steps_.push_back(Step{f, b, true}); }
 
-  const Layout& layout_;
   int rank_;
   bool v_shape_ = false;
   int pairs_ = 0, h_ = 0, per_phase_ = 0;

@@ -3,7 +3,6 @@
 // processes and mpirun), a random checkpoint that loads and generates, and clear one-line
 // errors for bad input.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
