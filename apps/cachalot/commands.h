@@ -16,6 +16,7 @@ void add_tokenize_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
 void add_eplb_command(CLI::App& app);
 void add_dualpipe_command(CLI::App& app);
+void add_cost_command(CLI::App& app);
 
 // Appended to --trace's path when the trace is written: a process that is not the first of an
 // mpirun group writes its own file (FILE.rank1, ...).

@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   using namespace cachalot;
   CLI::App app{
       "cachalot: a C++ implementation of the DeepSeek-V3/R1 inference system\n"
-      "(FP8 GEMM, MLA decode, the model, serving, expert parallelism, EPLB, DualPipe)",
+      "(FP8 GEMM, MLA decode, the model, serving, expert parallelism, EPLB, DualPipe, cost model)",
       "cachalot"};
   app.require_subcommand(1);
   app.failure_message([](const CLI::App*, const CLI::Error& e) {
@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   cli::add_serve_command(app);
   cli::add_eplb_command(app);
   cli::add_dualpipe_command(app);
+  cli::add_cost_command(app);
 
   try {
     log::init();
