@@ -120,16 +120,19 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
         if (tk.sb[p]) tk.sb[p] += kb;
       }
       // Row tiles of near-equal height (128 rows: 18 of 6 and 4 of 5, not 21 of 6 and one of 2):
-      // a thin tile re-reads the decoded block for little work.
+      // a thin tile re-reads the decoded block for little work. Two calls: the taller tiles,
+      // then the others.
       const int64_t tiles = (rows + kMaxRows - 1) / kMaxRows;
-      for (int64_t tile = 0, r0 = 0; tile < tiles; ++tile) {
-        const int64_t height = rows / tiles + (tile < rows % tiles ? 1 : 0);
-        tk.rows = static_cast<int>(height);
+      const int64_t tall = rows % tiles, height = rows / tiles;
+      for (int64_t r0 = 0; r0 < rows;) {
+        const int64_t h = r0 == 0 && tall > 0 ? height + 1 : height;
+        tk.rows = static_cast<int>(h);
+        tk.row_tiles = r0 == 0 && tall > 0 ? tall : (rows - r0) / h;
         tk.a = pr.a + (m0 + r0) * 128 + kb * pr.a_kb_stride;
         tk.sa = pr.sa ? pr.sa + (m0 + r0) * pr.ldsa + kb : nullptr;
         tk.out = s.out.data() + r0 * width;
         run_tile(tk);
-        r0 += height;
+        r0 += h * tk.row_tiles;
       }
     }
     store_rows(pr, m0, rows, col0, cols, s.out.data(), width);

@@ -33,6 +33,10 @@ struct Tile {
   const float* sb[kMaxPanels] = {};    // per panel: scales over kb; null: scale 1
   float* out = nullptr;                // FP32 tile, row r at out + r * ldo
   int64_t ldo = 0;
+  // Tiles of `rows` rows stacked down A, sa and out (tile i starts i * rows rows further), run
+  // in one call: a GEMM's row tiles share their k-block of B, and one call per tile cost more
+  // than a tenth of the time of a 1-k-block tile.
+  int64_t row_tiles = 1;
 };
 
 // Runs the tile with the kernel of the active ISA (core/isa.h).

@@ -36,39 +36,62 @@ inline __m512i decode32(const DecodeTable& d, const uint8_t* p) {
 
 template <int kRows, int kPanels, bool kFp8>
 void tile_kernel(const Tile& t) {
+  // Everything the loops read from t, copied into locals: the stores into t.out could alias t's
+  // fields as far as the compiler knows, and it would reload them (and spill the accumulators
+  // around the reloads) in every k-block's epilogue.
+  const int64_t lda = t.lda, a_kb_stride = t.a_kb_stride, ldsa = t.ldsa, ldo = t.ldo, b_stride = t.b_stride;
+  const int64_t kblocks = t.kblocks;
+  const uint8_t* b_base[kPanels];
+  const float* sb_base[kPanels];
+  for (int pn = 0; pn < kPanels; ++pn) b_base[pn] = t.b[pn], sb_base[pn] = t.sb[pn];
   DecodeTable table{};
   if constexpr (kFp8) table = load_decode_table();
-  for (int64_t kb = 0; kb < t.kblocks; ++kb) {
-    __m512 acc[kRows][kPanels];
-    for (int r = 0; r < kRows; ++r)
-      for (int pn = 0; pn < kPanels; ++pn) acc[r][pn] = _mm512_setzero_ps();
-    const uint8_t* block[kPanels];
-    for (int pn = 0; pn < kPanels; ++pn) block[pn] = t.b[pn] + kb * t.b_stride;
-    const uint16_t* a = t.a + kb * t.a_kb_stride;
-    for (int j = 0; j < kPairsPerBlock; ++j) {
-      __m512i b[kPanels];
-      for (int pn = 0; pn < kPanels; ++pn) {
-        // Streaming FP8 from DRAM: fetch the same place one k-block ahead, a line per 2 pairs.
-        if constexpr (kFp8)
-          if (j % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(block[pn] + t.b_stride + j * 32), _MM_HINT_T0);
-        if constexpr (kFp8)
-          b[pn] = decode32(table, block[pn] + j * 32);
-        else
-          b[pn] = _mm512_loadu_si512(block[pn] + j * 64);
+  for (int64_t tile = 0; tile < t.row_tiles; ++tile) {
+    const uint16_t* const a_base = t.a + tile * kRows * lda;
+    const float* const sa_base = t.sa ? t.sa + tile * kRows * ldsa : nullptr;
+    float* const out_base = t.out + tile * kRows * ldo;
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      __m512 acc[kRows][kPanels];
+#pragma GCC unroll 8
+      for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 4
+        for (int pn = 0; pn < kPanels; ++pn) acc[r][pn] = _mm512_setzero_ps();
+      const uint8_t* block[kPanels];
+      for (int pn = 0; pn < kPanels; ++pn) block[pn] = b_base[pn] + kb * b_stride;
+      const uint16_t* a = a_base + kb * a_kb_stride;
+      for (int j = 0; j < kPairsPerBlock; ++j) {
+        __m512i b[kPanels];
+#pragma GCC unroll 4
+        for (int pn = 0; pn < kPanels; ++pn) {
+          // Streaming FP8 from DRAM: fetch the same place one k-block ahead, a line per 2 pairs.
+          if constexpr (kFp8)
+            if (j % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(block[pn] + b_stride + j * 32), _MM_HINT_T0);
+          if constexpr (kFp8)
+            b[pn] = decode32(table, block[pn] + j * 32);
+          else
+            b[pn] = _mm512_loadu_si512(block[pn] + j * 64);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < kRows; ++r) {
+          int32_t pair;
+          __builtin_memcpy(&pair, a + r * lda + 2 * j, sizeof(pair));
+          const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+#pragma GCC unroll 4
+          for (int pn = 0; pn < kPanels; ++pn) acc[r][pn] = _mm512_dpbf16_ps(acc[r][pn], av, (__m512bh)b[pn]);
+        }
       }
+      float sb[kPanels];
+#pragma GCC unroll 4
+      for (int pn = 0; pn < kPanels; ++pn) sb[pn] = sb_base[pn] ? sb_base[pn][kb] : 1.0f;
+#pragma GCC unroll 8
       for (int r = 0; r < kRows; ++r) {
-        int32_t pair;
-        __builtin_memcpy(&pair, a + r * t.lda + 2 * j, sizeof(pair));
-        const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
-        for (int pn = 0; pn < kPanels; ++pn) acc[r][pn] = _mm512_dpbf16_ps(acc[r][pn], av, (__m512bh)b[pn]);
-      }
-    }
-    for (int r = 0; r < kRows; ++r) {
-      const float sa = t.sa ? t.sa[r * t.ldsa + kb] : 1.0f;
-      for (int pn = 0; pn < kPanels; ++pn) {
-        const float s = sa * (t.sb[pn] ? t.sb[pn][kb] : 1.0f);
-        float* out = t.out + r * t.ldo + pn * 16;
-        _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), _mm512_mul_ps(_mm512_set1_ps(s), acc[r][pn])));
+        const float sa = sa_base ? sa_base[r * ldsa + kb] : 1.0f;
+        float* out = out_base + r * ldo;
+#pragma GCC unroll 4
+        for (int pn = 0; pn < kPanels; ++pn) {
+          const __m512 s = _mm512_set1_ps(sa * sb[pn]);
+          _mm512_storeu_ps(out + pn * 16, _mm512_add_ps(_mm512_loadu_ps(out + pn * 16), _mm512_mul_ps(s, acc[r][pn])));
+        }
       }
     }
   }

@@ -11,7 +11,16 @@ inline float bf16_bits_to_float(uint16_t bits) { return bf16_to_float(bf16{bits}
 
 }  // namespace
 
-void run_tile(const Tile& t) {
+void run_tile(const Tile& stacked) {
+  for (int64_t tile = 1; tile < stacked.row_tiles; ++tile) {
+    Tile one = stacked;
+    one.row_tiles = 1;
+    one.a += tile * one.rows * one.lda;
+    if (one.sa) one.sa += tile * one.rows * one.ldsa;
+    one.out += tile * one.rows * one.ldo;
+    portable::run_tile(one);
+  }
+  const Tile& t = stacked;  // tile 0
   const float* table = e4m3_to_float_table();
   constexpr int kLanes = kPanelRows;
   for (int64_t kb = 0; kb < t.kblocks; ++kb) {
