@@ -56,12 +56,15 @@ RolePlan plan_role(const Hourly& demand_tokens_per_s, double tokens_per_s_per_no
   RolePlan p;
   p.demand_tokens_per_s = demand_tokens_per_s;
   p.needed_nodes = nodes_needed(demand_tokens_per_s, tokens_per_s_per_node, min_nodes, scaling);
-  p.nodes = provision(p.needed_nodes, scaling);
+  // The autoscaled fleet is reported whatever the policy (the savings line), so it is
+  // provisioned once and reused when it is also the policy's fleet.
+  Scaling autoscale = scaling;
+  autoscale.policy = Policy::kAutoscale;
+  const Hourly autoscaled = provision(p.needed_nodes, autoscale);
+  p.nodes = scaling.policy == Policy::kAutoscale ? autoscaled : provision(p.needed_nodes, scaling);
   p.static_nodes = *std::max_element(p.needed_nodes.begin(), p.needed_nodes.end());
   p.static_node_hours = p.static_nodes * kHours;
-  Scaling autoscaled = scaling;
-  autoscaled.policy = Policy::kAutoscale;
-  for (double n : provision(p.needed_nodes, autoscaled)) p.autoscaled_node_hours += n;
+  for (double n : autoscaled) p.autoscaled_node_hours += n;
   for (double n : p.nodes) {
     p.node_hours += n;
     p.peak_nodes = std::max(p.peak_nodes, n);

@@ -37,7 +37,8 @@ Report evaluate(const Scenario& scenario) {
   r.static_node_hours = r.prefill.static_node_hours + r.decode.static_node_hours;
   r.cost = r.node_hours * node.price_per_hour;
   r.static_cost = r.static_node_hours * node.price_per_hour;
-  r.autoscaled_cost = (r.prefill.autoscaled_node_hours + r.decode.autoscaled_node_hours) * node.price_per_hour;
+  r.autoscaled_node_hours = r.prefill.autoscaled_node_hours + r.decode.autoscaled_node_hours;
+  r.autoscaled_cost = r.autoscaled_node_hours * node.price_per_hour;
   r.savings = r.static_cost - r.autoscaled_cost;
 
   const Prices& p = scenario.prices;

@@ -18,6 +18,7 @@ struct Report {
   double input_tokens = 0, cache_hit_tokens = 0, output_tokens = 0;  // over the day
   double node_hours = 0, average_nodes = 0, peak_nodes = 0;
   double static_node_hours = 0, static_nodes = 0;  // the peak-sized fleet
+  double autoscaled_node_hours = 0;                // the autoscaled fleet, whatever the policy
   double cost = 0;                                 // USD per day, under the policy
   double static_cost = 0, autoscaled_cost = 0;     // under either policy
   double savings = 0;                              // static_cost - autoscaled_cost

@@ -55,6 +55,7 @@ std::string report_json(const Report& r) {
       {"margin", r.margin},
       {"static_peak",
        {{"nodes", r.static_nodes}, {"node_hours", r.static_node_hours}, {"cost", r.static_cost}, {"margin", r.static_margin}}},
+      {"autoscaled_node_hours", r.autoscaled_node_hours},
       {"autoscaled_cost", r.autoscaled_cost},
       {"autoscaling_savings", r.savings},
   };

@@ -74,7 +74,7 @@ std::string report_table(const Report& r) {
   out += fmt::format("revenue: {} per day (cache hits {} + misses {} + output {}), if every token were billed\n",
                      money(r.revenue), money(r.revenue_cache_hit), money(r.revenue_cache_miss), money(r.revenue_output));
   out += fmt::format("margin:  {:.1f}% cost profit margin ((revenue - cost) / cost)\n", r.margin * 100);
-  const double freed = r.static_node_hours - (r.prefill.autoscaled_node_hours + r.decode.autoscaled_node_hours);
+  const double freed = r.static_node_hours - r.autoscaled_node_hours;
   out += fmt::format("static peak fleet: {} per day, margin {:.1f}%; autoscaling {} {} ({:.1f}%) and {} {} node-hours for other work\n",
                      money(r.static_cost), r.static_margin * 100,
                      s.scaling.policy == Policy::kStatic ? "would save" : "saves", money(r.savings),

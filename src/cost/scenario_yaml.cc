@@ -20,12 +20,15 @@ class FieldReader {
  public:
   FieldReader(const YAML::Node& map, std::string path, std::string_view origin)
       : map_(map), path_(std::move(path)), origin_(origin) {
-    if (!map_.IsMap()) fail(path_.empty() ? "the file" : path_, "must be a map of fields");
+    if (!map_.IsMap()) fail(here(), "must be a map of fields");
   }
 
   [[noreturn]] void fail(const std::string& field, std::string_view what) const {
     raise(ErrorKind::kInvalidArgument, "{}: {}: {}", origin_, field, what);
   }
+
+  // This map's own name in messages.
+  std::string here() const { return path_.empty() ? "the file" : path_; }
 
   std::string path_of(std::string_view key) const { return path_.empty() ? std::string(key) : path_ + "." + std::string(key); }
 
@@ -67,7 +70,7 @@ class FieldReader {
 
   double ratio(std::string_view key) {
     const double v = number(path_of(key), required_node(key));
-    if (v < 0 || v > 1) fail(path_of(key), fmt::format("must be in [0, 1], got {}", v));
+    check_ratio(path_of(key), v);
     return v;
   }
 
@@ -80,8 +83,10 @@ class FieldReader {
     for (int h = 0; h < kHours; ++h) {
       const std::string at = fmt::format("{}[{}]", path_of(key), h);
       out[h] = number(at, n[h]);
-      check_rate(at, out[h], false);
-      if (ratio_values && out[h] > 1) fail(at, fmt::format("must be in [0, 1], got {}", out[h]));
+      if (ratio_values)
+        check_ratio(at, out[h]);
+      else
+        check_rate(at, out[h], false);
     }
     return out;
   }
@@ -126,11 +131,14 @@ class FieldReader {
   // Exactly one of `a` and `b` present; returns true for `a`.
   bool one_of(std::string_view a, std::string_view b) const {
     if (has(a) == has(b))
-      fail(path_.empty() ? "the file" : path_, fmt::format("needs exactly one of {} and {}", path_of(a), path_of(b)));
+      fail(here(), fmt::format("needs exactly one of {} and {}", path_of(a), path_of(b)));
     return has(a);
   }
 
  private:
+  void check_ratio(const std::string& at, double v) const {
+    if (v < 0 || v > 1) fail(at, fmt::format("must be in [0, 1], got {}", v));
+  }
   void check_rate(const std::string& at, double v, bool positive) const {
     if (v < 0 || (positive && v == 0)) fail(at, fmt::format("must be {} 0, got {}", positive ? ">" : ">=", v));
   }

@@ -9,18 +9,8 @@ namespace {
 
 inline float bf16_bits_to_float(uint16_t bits) { return bf16_to_float(bf16{bits}); }
 
-}  // namespace
-
-void run_tile(const Tile& stacked) {
-  for (int64_t tile = 1; tile < stacked.row_tiles; ++tile) {
-    Tile one = stacked;
-    one.row_tiles = 1;
-    one.a += tile * one.rows * one.lda;
-    if (one.sa) one.sa += tile * one.rows * one.ldsa;
-    one.out += tile * one.rows * one.ldo;
-    portable::run_tile(one);
-  }
-  const Tile& t = stacked;  // tile 0
+// One tile of t.rows rows (t.row_tiles is not read).
+void run_one_tile(const Tile& t) {
   const float* table = e4m3_to_float_table();
   constexpr int kLanes = kPanelRows;
   for (int64_t kb = 0; kb < t.kblocks; ++kb) {
@@ -65,6 +55,18 @@ void run_tile(const Tile& stacked) {
         for (int lane = 0; lane < kLanes; ++lane) out[lane] += s * p[r][pn][lane];
       }
     }
+  }
+}
+
+}  // namespace
+
+void run_tile(const Tile& t) {
+  for (int64_t tile = 0; tile < t.row_tiles; ++tile) {
+    Tile one = t;
+    one.a += tile * t.rows * t.lda;
+    if (one.sa) one.sa += tile * t.rows * t.ldsa;
+    one.out += tile * t.rows * t.ldo;
+    run_one_tile(one);
   }
 }
 
