@@ -13,6 +13,7 @@
 #include "core/isa.h"
 #include "gemm/tile_kernel.h"
 #include "mla/cpu/chunk_pack.h"
+#include "mla/cpu/online_softmax.h"
 
 namespace cachalot::mla {
 namespace {
@@ -69,26 +70,6 @@ Shapes check_arguments(const Tensor& q, const PagedKvCache& cache, const Tensor&
   return s;
 }
 
-// exp(x) for x <= 0 (scores minus their running max), vectorisable: 2^(x log2 e) split into an
-// integer power, applied through the exponent bits, and a degree-6 polynomial on [-0.5, 0.5]
-// (relative error ~2e-7). Below -87 it returns 0.
-inline float exp_nonpositive(float x) {
-  const float y = std::max(x, -87.0f) * 1.44269504088896341f;
-  const float n = std::nearbyint(y);
-  const float f = y - n;
-  float p = 1.5353362e-4f;
-  p = p * f + 1.3398874e-3f;
-  p = p * f + 9.6181291e-3f;
-  p = p * f + 5.5504109e-2f;
-  p = p * f + 2.4022651e-1f;
-  p = p * f + 6.9314718e-1f;
-  p = p * f + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return x < -87.0f ? 0.0f : p * scale;
-}
-
 constexpr int64_t kChunkTokens = 128;  // one k-block of the P V product
 
 // Per-thread buffers for one split, sized once per call.
@@ -100,6 +81,7 @@ struct Scratch {
   std::vector<float> scores;      // [rows][128]
   std::vector<uint16_t> p;        // BF16 probabilities [rows][128]
   std::vector<float> m, l;
+  std::vector<int32_t> valid;     // per row: visible tokens of the chunk
 };
 
 // One split: rows = s_q x h_q query rows over tokens [begin, end) of one request, 128 tokens at
@@ -128,6 +110,7 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
   w.p.resize(static_cast<size_t>(rows * kChunkTokens));
   w.m.assign(static_cast<size_t>(rows), kNegInf);
   w.l.assign(static_cast<size_t>(rows), 0.0f);
+  w.valid.resize(static_cast<size_t>(rows));
   std::fill_n(out_rows, rows * d, 0.0f);
   std::vector<float> key(static_cast<size_t>(kd));
 
@@ -179,31 +162,20 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
         gemm::kernels::run_tile(t);
       }
 
-    // Online softmax, row by row; rescale each row's accumulator by exp(m_old - m_new).
+    // Online softmax (cpu/online_softmax.h); bottom-right aligned causal mask: query position
+    // sq sees keys < seqlen - s_q + sq + 1.
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t sq = r / s.h_q;
-      // Bottom-right aligned causal mask: query position sq sees keys < seqlen - s_q + sq + 1.
-      const int64_t visible = causal ? seqlen - s.s_q + sq + 1 : seqlen;
-      const int64_t valid = std::clamp<int64_t>(visible - t0, 0, n);
-      float* sr = w.scores.data() + r * kChunkTokens;
-      uint16_t* pr = w.p.data() + r * kChunkTokens;
-      float chunk_max = kNegInf;
-      for (int64_t i = 0; i < valid; ++i) chunk_max = std::max(chunk_max, sr[i] *= scale);
-      const float new_max = std::max(w.m[r], chunk_max);
-      float sum = 0;
-      for (int64_t i = 0; i < kChunkTokens; ++i) {
-        const float p = i < valid ? exp_nonpositive(sr[i] - new_max) : 0.0f;
-        pr[i] = float_to_bf16(p).bits;
-        sum += p;
-      }
-      if (valid > 0 && w.m[r] != new_max && w.m[r] != kNegInf) {
-        const float correction = exp_nonpositive(w.m[r] - new_max);
-        for (int64_t c = 0; c < d; ++c) out_rows[r * d + c] *= correction;
-        w.l[r] *= correction;
-      }
-      if (valid > 0) w.m[r] = new_max;
-      w.l[r] += sum;
+      const int64_t visible = causal ? seqlen - s.s_q + r / s.h_q + 1 : seqlen;
+      w.valid[static_cast<size_t>(r)] = static_cast<int32_t>(std::clamp<int64_t>(visible - t0, 0, n));
     }
+    softmax::Chunk sc;
+    sc.rows = rows, sc.width = kChunkTokens;
+    sc.scores = w.scores.data(), sc.ld_scores = kChunkTokens;
+    sc.valid = w.valid.data(), sc.scale = scale;
+    sc.p = w.p.data(), sc.ld_p = kChunkTokens;
+    sc.m = w.m.data(), sc.l = w.l.data();
+    sc.out = out_rows, sc.ld_out = d, sc.out_width = d;
+    softmax::online_softmax(sc);
 
     // O += P V.
     for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows)
