@@ -106,4 +106,19 @@ PackedWeights pack_bf16_weights(const Tensor& b) {
   return w;
 }
 
+PackedWeights PackedWeights::rows(int64_t n0, int64_t n1) const {
+  CACHALOT_CHECK_ARG(groups_ == 1, "PackedWeights::rows: needs one group, the packing has {}", groups_);
+  CACHALOT_CHECK_ARG(0 <= n0 && n0 < n1 && n1 <= n_, "PackedWeights::rows: [{}, {}) is not a range inside [0, {})", n0,
+                     n1, n_);
+  CACHALOT_CHECK_ARG(n0 % kBlock == 0 && (n1 % (kPanelRows * kPanelsPerChunk) == 0 || n1 == n_),
+                     "PackedWeights::rows: [{}, {}) must start at a multiple of {} and end at a multiple of {} or at {}",
+                     n0, n1, kBlock, kPanelRows * kPanelsPerChunk, n_);
+  PackedWeights w = *this;
+  w.n_ = n1 - n0;
+  w.panels_ = ceil_div(w.n_, kPanelRows);
+  w.data_ = data_.slice(1, n0 / kPanelRows, n0 / kPanelRows + w.panels_);
+  if (format_ == Format::kFp8) w.scales_ = scales_.slice(1, n0 / kBlock, ceil_div(n1, kBlock));
+  return w;
+}
+
 }  // namespace cachalot::gemm

@@ -54,6 +54,11 @@ class PackedWeights {
   }
   size_t bytes() const { return data_.nbytes() + (scales_.defined() ? scales_.nbytes() : 0); }
 
+  // Output rows [n0, n1) of a one-group packing, as a view sharing its storage (a projection
+  // split by heads, e.g. MLA's kv_b run for a few heads at a time). n0 must be a multiple of 128
+  // (whole scale blocks and chunks), n1 a multiple of 64 or n().
+  PackedWeights rows(int64_t n0, int64_t n1) const;
+
   friend PackedWeights pack_fp8_weights(const Tensor& b, const Tensor& scales);
   friend PackedWeights pack_fp8_weights(std::span<const Tensor> b, std::span<const Tensor> scales);
   friend PackedWeights pack_bf16_weights(const Tensor& b);

@@ -37,6 +37,10 @@ struct Tile {
   // in one call: a GEMM's row tiles share their k-block of B, and a call per 6-row, 1-k-block
   // tile paid the call and its setup for only 64 steps of the inner loop.
   int64_t row_tiles = 1;
+  // k-pairs of the last k-block that can be non-zero: the rest are zero in A or in B (padding
+  // past K), so the kernels skip them. Skipped pairs would add products of zero, which leave the
+  // FP32 sums as they are, so the results do not depend on it. (MLA's keys: 192 = 1.5 blocks.)
+  int last_kblock_pairs = 64;
 };
 
 // Runs the tile with the kernel of the active ISA (core/isa.h).

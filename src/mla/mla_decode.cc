@@ -151,6 +151,7 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
         t.rows = static_cast<int>(std::min<int64_t>(kMaxRows, rows - r0));
         t.panels = kMaxPanels;
         t.kblocks = kq_blocks;
+        t.last_kblock_pairs = static_cast<int>((kd - (kq_blocks - 1) * 128) / 2);
         t.a = w.q.data() + r0 * kq_pad;
         CACHALOT_ASSERT(static_cast<size_t>((r0 + t.rows) * kq_pad) <= w.q.size());
         t.lda = kq_pad;

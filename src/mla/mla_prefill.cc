@@ -28,7 +28,6 @@ struct Shape {
   int64_t key_dim() const { return dn + dr; }
   int64_t kq_blocks() const { return (key_dim() + 127) / 128; }
   int64_t kq_pad() const { return kq_blocks() * 128; }
-  int64_t chunks() const { return (keys + kKeyChunk - 1) / kKeyChunk; }
   int64_t v_panels() const { return dv / 16; }
   int64_t kt_chunk_dwords() const { return 8 * kq_blocks() * kPanelDwords; }  // 8 panels of 16 keys
   int64_t vt_chunk_dwords() const { return v_panels() * kPanelDwords; }
@@ -160,6 +159,7 @@ void attend_block(const Shape& s, const Tensor& q, int64_t h, int64_t q0, int64_
     gemm::kernels::Tile st;
     st.panels = gemm::kernels::kMaxPanels;
     st.kblocks = s.kq_blocks();
+    st.last_kblock_pairs = static_cast<int>((kd - (s.kq_blocks() - 1) * 128) / 2);
     st.a = w.q.data();
     st.lda = kq_pad;
     st.a_kb_stride = 128;
@@ -221,30 +221,33 @@ void mla_prefill(const Tensor& q, const Tensor& kv, const Tensor& k_rope, float 
   trace::Span span("mla_prefill", "mla");
   span.arg("queries", s.queries).arg("keys", s.keys).arg("heads", s.heads);
 
-  // Every head's keys and values, packed once (the calling thread's buffers, reused across calls;
-  // workers get pointers).
-  thread_local std::vector<uint32_t> kt_buffer, vt_buffer;
-  const int64_t chunks = s.chunks();
-  kt_buffer.resize(static_cast<size_t>(s.heads * chunks * s.kt_chunk_dwords()));
-  vt_buffer.resize(static_cast<size_t>(s.heads * chunks * s.vt_chunk_dwords()));
-  uint32_t* const kt = kt_buffer.data();
-  uint32_t* const vt = vt_buffer.data();
-  ThreadPool::global().parallel_for(0, s.heads * chunks, [&](int64_t i0, int64_t i1, int) {
-    thread_local std::vector<uint16_t> stage;
-    for (int64_t i = i0; i < i1; ++i)
-      pack_chunk(s, kv, k_rope, i / chunks, i % chunks, kt + i * s.kt_chunk_dwords(), vt + i * s.vt_chunk_dwords(),
-                 stage);
-  });
-
-  // Head x query-block tasks, the longest (last, under causal) blocks of each head first.
+  // Tasks: a head and a range of its query blocks. Each task packs the keys its queries see
+  // into its thread's buffers (a head's keys stay in that core's cache while its blocks run), so
+  // a head is split into as few ranges as keep every thread busy: with many heads each is
+  // packed once.
   const int64_t blocks = (s.queries + kQueryBlock - 1) / kQueryBlock;
-  ThreadPool::global().parallel_for(0, s.heads * blocks, [&](int64_t i0, int64_t i1, int) {
+  const int64_t threads = ThreadPool::global().num_threads();
+  const int64_t ranges = std::clamp<int64_t>((4 * threads + s.heads - 1) / s.heads, 1, blocks);
+  const int64_t blocks_per_range = (blocks + ranges - 1) / ranges;
+  ThreadPool::global().parallel_for(0, s.heads * ranges, [&](int64_t i0, int64_t i1, int) {
     thread_local Scratch scratch;
+    thread_local std::vector<uint32_t> kt, vt;
+    thread_local std::vector<uint16_t> stage;
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t h = i / blocks, b = blocks - 1 - i % blocks;
-      const int64_t q0 = b * kQueryBlock, q1 = std::min(s.queries, q0 + kQueryBlock);
-      attend_block(s, q, h, q0, q1, kt + h * chunks * s.kt_chunk_dwords(), vt + h * chunks * s.vt_chunk_dwords(),
-                   softmax_scale, causal, out, lse, scratch);
+      // The last ranges of every head first: under causal masking they see the most keys.
+      const int64_t h = i % s.heads, range = ranges - 1 - i / s.heads;
+      const int64_t b0 = range * blocks_per_range, b1 = std::min(blocks, b0 + blocks_per_range);
+      if (b0 >= b1) continue;
+      const int64_t q_end = std::min(s.queries, b1 * kQueryBlock);
+      const int64_t key_end = causal ? s.keys - s.queries + q_end : s.keys;
+      const int64_t chunks = (key_end + kKeyChunk - 1) / kKeyChunk;
+      kt.resize(static_cast<size_t>(std::max<int64_t>(1, chunks) * s.kt_chunk_dwords()));
+      vt.resize(static_cast<size_t>(std::max<int64_t>(1, chunks) * s.vt_chunk_dwords()));
+      for (int64_t c = 0; c < chunks; ++c)
+        pack_chunk(s, kv, k_rope, h, c, kt.data() + c * s.kt_chunk_dwords(), vt.data() + c * s.vt_chunk_dwords(), stage);
+      for (int64_t b = b1 - 1; b >= b0; --b)
+        attend_block(s, q, h, b * kQueryBlock, std::min(s.queries, (b + 1) * kQueryBlock), kt.data(), vt.data(),
+                     softmax_scale, causal, out, lse, scratch);
     }
   }, Schedule::kDynamic, 1);
 }

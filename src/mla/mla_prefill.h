@@ -19,8 +19,9 @@
 // must be contiguous. q, kv and k_rope may be F32 or BF16; out and lse are F32.
 //
 // Numerics as mla_decode: q and K/V enter the products as BF16, FP32 sums, an online softmax in
-// FP32 over 128-key chunks, probabilities rounded to BF16 for P V. Heads x 96-query blocks run
-// in parallel on the core thread pool; each head's keys are packed once per call.
+// FP32 over 128-key chunks, probabilities rounded to BF16 for P V. Tasks of one head and a
+// range of 96-query blocks run in parallel on the core thread pool, each packing the keys its
+// queries see (with as many heads as threads, each head's keys are packed once).
 #pragma once
 
 #include "core/tensor.h"

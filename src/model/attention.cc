@@ -14,6 +14,7 @@
 #include "core/trace.h"
 #include "gemm/gemm.h"
 #include "mla/mla_decode.h"
+#include "mla/mla_prefill.h"
 #include "mla/split_plan.h"
 
 namespace cachalot::model {
@@ -27,8 +28,9 @@ Tensor all_rows_mask(int64_t groups, int64_t rows) {
 
 }  // namespace
 
-Attention::Attention(const ModelConfig& config, AttentionWeights& weights, Precision precision)
-    : config_(&config), w_(&weights), precision_(precision), rope_(config) {
+Attention::Attention(const ModelConfig& config, AttentionWeights& weights, Precision precision,
+                     std::optional<AttentionForm> forced_form)
+    : config_(&config), w_(&weights), precision_(precision), forced_form_(forced_form), rope_(config) {
   for (Linear* l : {&w_->q_a, &w_->q_b, &w_->q, &w_->kv_a, &w_->o})
     if (l->weight().defined() && l->weight().numel() > 0) l->prepare(precision);
   const int64_t heads = config.num_attention_heads, nope = config.qk_nope_head_dim, v = config.v_head_dim,
@@ -50,6 +52,9 @@ Attention::Attention(const ModelConfig& config, AttentionWeights& weights, Preci
   }
   w_uk_ = gemm::pack_bf16_weights(uk);
   w_uv_ = gemm::pack_bf16_weights(uv);
+  Tensor kv_b16 = Tensor::empty(DType::kBF16, kv_b.shape());
+  convert(kv_b.data<float>(), kv_b16.mutable_data<bf16>(), static_cast<size_t>(kv_b.numel()));
+  kv_b_ = gemm::pack_bf16_weights(kv_b16);
 }
 
 Tensor Attention::project_queries(const Tensor& x, const BatchLayout& layout) const {
@@ -227,12 +232,8 @@ Tensor Attention::expand_values(const Tensor& ol) const {
   return out;
 }
 
-Tensor Attention::forward(const Tensor& x, const BatchLayout& layout, mla::PagedKvCache& cache) const {
-  trace::Span span("attention", "model");
-  span.arg("rows", layout.rows());
-  const Tensor q = project_queries(x, layout);
-  write_cache(x, layout, cache);
-  Tensor q_latent, o_latent, values;
+Tensor Attention::attend_absorbed(const Tensor& q, const BatchLayout& layout, const mla::PagedKvCache& cache) const {
+  Tensor q_latent, o_latent;
   {
     trace::Span s("absorb_queries", "model");
     q_latent = absorb_queries(q);
@@ -241,9 +242,90 @@ Tensor Attention::forward(const Tensor& x, const BatchLayout& layout, mla::Paged
     trace::Span s("attend", "model");
     o_latent = precision_ == Precision::kExact ? attend_exact(q_latent, layout, cache) : attend_fast(q_latent, layout, cache);
   }
-  {
-    trace::Span s("expand_values", "model");
-    values = expand_values(o_latent);
+  trace::Span s("expand_values", "model");
+  return expand_values(o_latent);
+}
+
+namespace {
+
+// Heads per kv_b slice for `keys` keys: as many as fit `bytes`, in units whose rows
+// (heads x (nope + v)) start on a 128-row block of the packed weights.
+int64_t heads_per_slice(const ModelConfig& c, int64_t keys, int64_t bytes) {
+  const int64_t heads = c.num_attention_heads, per_head = c.qk_nope_head_dim + c.v_head_dim;
+  int64_t unit = 1;
+  while (unit < heads && (unit * per_head) % 128 != 0) ++unit;
+  const int64_t fit = bytes / std::max<int64_t>(1, keys * per_head * 2);
+  return std::min(heads, std::max(unit, fit / unit * unit));
+}
+
+}  // namespace
+
+void Attention::attend_expanded(const Tensor& q, const BatchLayout& layout, std::span<const int64_t> seqs,
+                                const mla::PagedKvCache& cache, Tensor& values) const {
+  trace::Span span("attend_expanded", "model");
+  const ModelConfig& c = *config_;
+  const int64_t heads = c.num_attention_heads, latent = c.kv_lora_rank, rope = c.qk_rope_head_dim,
+                per_head = c.qk_nope_head_dim + c.v_head_dim, v = c.v_head_dim;
+  const Tensor values3 = values.reshape({values.size(0), heads, v});
+  std::vector<float> token(static_cast<size_t>(latent + rope));
+  for (const int64_t s : seqs) {
+    const int64_t r0 = layout.seq_begin[s], queries = layout.seq_begin[s + 1] - r0, keys = layout.start[s] + queries;
+    // Every key's latent and roped key as the cache holds them.
+    Tensor latents = Tensor::empty(DType::kBF16, {keys, latent});
+    Tensor k_rope = Tensor::empty(DType::kBF16, {keys, rope});
+    for (int64_t t = 0; t < keys; ++t) {
+      cache.read_token(layout.block_table[s][t / mla::kBlockTokens], t % mla::kBlockTokens, token.data());
+      convert(token.data(), latents.mutable_data<bf16>() + t * latent, static_cast<size_t>(latent));
+      convert(token.data() + latent, k_rope.mutable_data<bf16>() + t * rope, static_cast<size_t>(rope));
+    }
+    const Tensor q_seq = q.slice(0, r0, r0 + queries);
+    Tensor out_seq = values3.slice(0, r0, r0 + queries);
+    const int64_t slice_heads = heads_per_slice(c, keys, expanded_kv_bytes_);
+    for (int64_t h0 = 0; h0 < heads; h0 += slice_heads) {
+      const int64_t h1 = std::min(heads, h0 + slice_heads);
+      Tensor kv = Tensor::empty(DType::kBF16, {keys, (h1 - h0) * per_head});
+      {
+        trace::Span g("expand_keys", "model");
+        gemm::gemm_bf16_nt(latents, kv_b_.rows(h0 * per_head, h1 * per_head), kv);
+      }
+      Tensor out = out_seq.slice(1, h0, h1);
+      Tensor no_lse;
+      mla::mla_prefill(q_seq.slice(1, h0, h1), kv.reshape({keys, h1 - h0, per_head}), k_rope,
+                       static_cast<float>(c.softmax_scale()), /*causal=*/true, out, no_lse);
+    }
+    round_activations(precision_, values.mutable_data<float>() + r0 * heads * v, queries * heads * v);
+  }
+}
+
+Tensor Attention::forward(const Tensor& x, const BatchLayout& layout, mla::PagedKvCache& cache) const {
+  trace::Span span("attention", "model");
+  span.arg("rows", layout.rows());
+  const Tensor q = project_queries(x, layout);
+  write_cache(x, layout, cache);
+  if (precision_ == Precision::kExact) return w_->o.forward(attend_absorbed(q, layout, cache));
+
+  const ModelConfig& c = *config_;
+  std::vector<int64_t> expanded, absorbed;
+  for (int64_t s = 0; s < layout.sequences(); ++s) {
+    const int64_t queries = layout.seq_begin[s + 1] - layout.seq_begin[s];
+    const AttentionForm form = forced_form_ ? *forced_form_ : cheaper_attention_form(c, queries, layout.start[s] + queries);
+    (form == AttentionForm::kExpanded ? expanded : absorbed).push_back(s);
+  }
+  if (expanded.empty()) return w_->o.forward(attend_absorbed(q, layout, cache));
+  Tensor values = Tensor::empty(DType::kF32, {layout.rows(), c.num_attention_heads * c.v_head_dim});
+  attend_expanded(q, layout, expanded, cache, values);
+  if (!absorbed.empty()) {
+    // The absorbed sequences as a batch of their own, their value rows put back in place.
+    std::vector<int64_t> rows;
+    const BatchLayout sub = select_sequences(layout, absorbed, rows);
+    const int64_t width = q.size(1) * q.size(2), n = static_cast<int64_t>(rows.size());
+    Tensor q_sub = Tensor::empty(DType::kF32, {n, q.size(1), q.size(2)});
+    for (int64_t i = 0; i < n; ++i)
+      std::copy_n(q.data<float>() + rows[i] * width, width, q_sub.mutable_data<float>() + i * width);
+    const Tensor v_sub = attend_absorbed(q_sub, sub, cache);
+    const int64_t vw = values.size(1);
+    for (int64_t i = 0; i < n; ++i)
+      std::copy_n(v_sub.data<float>() + i * vw, vw, values.mutable_data<float>() + rows[i] * vw);
   }
   return w_->o.forward(values);
 }

@@ -27,4 +27,8 @@ struct SequenceStep;
 // The layout of a batch; checks each step (new tokens, start, enough blocks, context length).
 BatchLayout make_layout(std::span<const SequenceStep> steps, int64_t max_positions);
 
+// The layout of sequences `seqs` of `layout` alone (in that order); rows[i] = the row of
+// `layout` that the sub-layout's row i is.
+BatchLayout select_sequences(const BatchLayout& layout, std::span<const int64_t> seqs, std::vector<int64_t>& rows);
+
 }  // namespace cachalot::model

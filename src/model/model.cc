@@ -9,31 +9,6 @@
 #include "model/expert_parallel.h"
 
 namespace cachalot::model {
-BatchLayout make_layout(std::span<const SequenceStep> steps, int64_t max_positions) {
-  BatchLayout l;
-  l.seq_begin.push_back(0);
-  for (size_t s = 0; s < steps.size(); ++s) {
-    const SequenceStep& st = steps[s];
-    const int64_t n = static_cast<int64_t>(st.tokens.size());
-    CACHALOT_CHECK_ARG(n > 0, "forward: sequence {} has no new tokens", s);
-    CACHALOT_CHECK_ARG(st.start >= 0, "forward: sequence {} starts at negative position {}", s, st.start);
-    CACHALOT_CHECK_ARG(st.start + n <= max_positions,
-                       "forward: sequence {} would reach position {}, past the model's context of {} tokens", s,
-                       st.start + n, max_positions);
-    const int64_t blocks = (st.start + n + 63) / 64;
-    CACHALOT_CHECK_ARG(static_cast<int64_t>(st.block_table.size()) >= blocks,
-                       "forward: sequence {} needs {} KV blocks for {} tokens but its block table has {}", s, blocks,
-                       st.start + n, st.block_table.size());
-    l.start.push_back(st.start);
-    l.block_table.push_back(st.block_table);
-    for (int64_t i = 0; i < n; ++i) {
-      l.row_seq.push_back(static_cast<int64_t>(s));
-      l.row_pos.push_back(st.start + i);
-    }
-    l.seq_begin.push_back(l.seq_begin.back() + n);
-  }
-  return l;
-}
 
 Model::Model(ModelConfig config, ModelOptions options, Checkpoint checkpoint)
     : config_(std::move(config)), options_(options), checkpoint_(std::move(checkpoint)) {
@@ -44,7 +19,7 @@ Model::Model(ModelConfig config, ModelOptions options, Checkpoint checkpoint)
   moe_.resize(weights_.layers.size());
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
     LayerWeights& layer = weights_.layers[l];
-    attention_.emplace_back(config_, layer.attn, p);
+    attention_.emplace_back(config_, layer.attn, p, options_.attention_form);
     if (!layer.is_moe)
       prepare_mlp(layer.mlp, p);
     else if (options_.ep_ranks <= 1 && !options_.ep_transport)

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -45,6 +46,9 @@ struct ModelOptions {
   bool ep_overlap = false;
   // Decode steps through low-latency dispatch/combine (the masked layout); else normal mode.
   bool ep_low_latency_decode = true;
+  // Fast mode: attend for every sequence in this MLA form; by default each sequence gets the
+  // form with fewer FLOPs (attention_cost.h: prompts expanded, decode steps absorbed).
+  std::optional<AttentionForm> attention_form;
 };
 
 // The model's KV cache: one paged cache per layer, all addressed by the same block ids.

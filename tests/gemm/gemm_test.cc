@@ -206,6 +206,31 @@ TEST_P(GemmIsaTest, Bf16GroupedMaskedMatchesPerGroupGemms) {
   }
 }
 
+TEST_P(GemmIsaTest, RowRangeOfPackedWeightsGivesThoseColumns) {
+  // A packing's output rows [n0, n1) as a view: the same values as those columns of the whole
+  // product (FP8 with its scale blocks, and BF16), ending mid-way or at a ragged N.
+  const int64_t m = 7, n = 300, k = 200;
+  const Operands o = make_operands(m, n, k, 80);
+  const PackedWeights fp8 = pack_fp8_weights(o.b.data, o.b.scales);
+  Tensor b16 = Tensor::empty(DType::kBF16, {n, k}), a16 = Tensor::empty(DType::kBF16, {m, k});
+  convert(o.b_f32.data<float>(), b16.mutable_data<bf16>(), n * k);
+  convert(o.a_f32.data<float>(), a16.mutable_data<bf16>(), m * k);
+  const PackedWeights bf = pack_bf16_weights(b16);
+  Tensor whole8 = Tensor::empty(DType::kF32, {m, n}), whole16 = Tensor::empty(DType::kF32, {m, n});
+  gemm_fp8_nt(o.a.data, o.a.scales, fp8, whole8);
+  gemm_bf16_nt(a16, bf, whole16);
+  for (auto [n0, n1] : {std::pair<int64_t, int64_t>{0, 128}, {128, 256}, {128, 300}, {256, 300}, {0, 64}}) {
+    Tensor part8 = Tensor::empty(DType::kF32, {m, n1 - n0}), part16 = Tensor::empty(DType::kF32, {m, n1 - n0});
+    gemm_fp8_nt(o.a.data, o.a.scales, fp8.rows(n0, n1), part8);
+    gemm_bf16_nt(a16, bf.rows(n0, n1), part16);
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < n1 - n0; ++c) {
+        ASSERT_EQ(part8.at<float>(r, c), whole8.at<float>(r, n0 + c)) << n0 << ".." << n1 << " " << r << " " << c;
+        ASSERT_EQ(part16.at<float>(r, c), whole16.at<float>(r, n0 + c)) << n0 << ".." << n1 << " " << r << " " << c;
+      }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isas, GemmIsaTest, ::testing::Values(Isa::kPortable, Isa::kAvx512),
                          [](const auto& param_info) { return std::string(isa_name(param_info.param)); });
 
@@ -252,6 +277,9 @@ TEST(GemmArguments, AreCheckedWithClearErrors) {
   const PackedWeights bf = pack_bf16_weights(Tensor::zeros(DType::kBF16, {32, 256}));
   expect_invalid([&] { gemm_fp8_nt(o.a.data, o.a.scales, bf, d); }, "packed FP8");
   expect_invalid([&] { gemm_bf16_nt(Tensor::zeros(DType::kBF16, {4, 255}), bf, d); }, "K = 255");
+  expect_invalid([&] { (void)bf.rows(16, 32); }, "must start at a multiple of 128");
+  expect_invalid([&] { (void)pack_bf16_weights(Tensor::zeros(DType::kBF16, {300, 256})).rows(128, 200); }, "end at a multiple of 64");
+  expect_invalid([&] { (void)bf.rows(0, 33); }, "not a range inside");
 }
 
 }  // namespace

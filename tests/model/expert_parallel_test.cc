@@ -24,7 +24,21 @@ constexpr int64_t kBlocks = 8;
 struct BatchRun {
   ForwardOutput prefill;
   std::vector<std::vector<int32_t>> greedy;  // per sequence
+  std::vector<std::vector<float>> margins;   // per greedy token: its logit minus the runner-up's
 };
+
+float top_margin(const float* logits, int64_t vocab) {
+  float first = -INFINITY, second = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (logits[i] > first) {
+      second = first;
+      first = logits[i];
+    } else if (logits[i] > second) {
+      second = logits[i];
+    }
+  }
+  return first - second;
+}
 
 // All prompts in one prefill batch, then `decode` greedy steps with every sequence in each batch.
 BatchRun run_batch(const Model& m, const std::vector<std::vector<int32_t>>& prompts, int decode) {
@@ -37,12 +51,14 @@ BatchRun run_batch(const Model& m, const std::vector<std::vector<int32_t>>& prom
   BatchRun r;
   r.prefill = m.forward(steps, cache, {.all_logits = true, .record_routing = true});
   r.greedy.resize(prompts.size());
+  r.margins.resize(prompts.size());
   std::vector<int32_t> next(prompts.size());
   int64_t row = 0;
   for (int64_t i = 0; i < n; ++i) {
     row += static_cast<int64_t>(prompts[i].size());
     next[i] = argmax(r.prefill.logits.data<float>() + (row - 1) * vocab, vocab);
     r.greedy[i].push_back(next[i]);
+    r.margins[i].push_back(top_margin(r.prefill.logits.data<float>() + (row - 1) * vocab, vocab));
   }
   for (int step = 1; step < decode; ++step) {
     steps.clear();
@@ -52,6 +68,7 @@ BatchRun run_batch(const Model& m, const std::vector<std::vector<int32_t>>& prom
     for (int64_t i = 0; i < n; ++i) {
       next[i] = argmax(o.logits.data<float>() + i * vocab, vocab);
       r.greedy[i].push_back(next[i]);
+      r.margins[i].push_back(top_margin(o.logits.data<float>() + i * vocab, vocab));
     }
   }
   return r;
@@ -162,13 +179,17 @@ TEST(ExpertParallel, FastModeAgreesWithTheReferenceAndOneRank) {
     row += n;
   }
   EXPECT_GE(double(agree_single) / row, 0.85);
-  // Greedy decoding (low-latency mode with FP8 dispatch and the masked FP8 GEMMs) stays with
-  // the single-rank fast path's tokens until a near-tie flips one.
-  int64_t same = 0, total = 0;
+  // Greedy decoding (low-latency mode with FP8 dispatch and the masked FP8 GEMMs) gives the
+  // single-rank fast path's tokens up to its first near-tie (a margin under 0.1, which the
+  // ranks' BF16 partial sums may flip); after it the sequences may part.
+  int64_t compared = 0;
   for (size_t i = 0; i < want.greedy.size(); ++i)
-    for (size_t j = 0; j < want.greedy[i].size() && want.greedy[i][j] == got.greedy[i][j]; ++j) ++same;
-  for (const auto& g : want.greedy) total += static_cast<int64_t>(g.size());
-  EXPECT_GE(double(same) / total, 0.75) << same << " of " << total;
+    for (size_t j = 0; j < want.greedy[i].size(); ++j) {
+      EXPECT_EQ(got.greedy[i][j], want.greedy[i][j]) << "sequence " << i << " token " << j;
+      ++compared;
+      if (want.margins[i][j] < 0.1f || got.greedy[i][j] != want.greedy[i][j]) break;
+    }
+  EXPECT_GE(compared, 8);
 }
 
 // Ranks as processes over shared memory: rank 0 drives the same batch, the others follow, each

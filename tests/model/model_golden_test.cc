@@ -161,10 +161,13 @@ TEST_P(FastGolden, AgreesWithTheReferenceStatistically) {
   }
 }
 
+// Decode steps attend in the absorbed form; so does this prefill (by default a prompt attends
+// expanded, attention_forms_test.cc compares the forms layer by layer).
 TEST_P(FastGolden, DecodingTokenByTokenAgreesWithThePrefill) {
   CACHALOT_REQUIRE_FIXTURE(dir, "tiny-dsv3");
   const GoldenCase g = testing::load_golden(dir)[3];
-  const auto model = Model::load(dir, {.precision = Precision::kFast, .kv_format = kv_format()});
+  const auto model = Model::load(
+      dir, {.precision = Precision::kFast, .kv_format = kv_format(), .attention_form = AttentionForm::kAbsorbed});
   const int64_t vocab = model->config().vocab_size;
   const std::vector<int32_t> table = blocks_from(0);
   KvCache prefill_cache = model->make_kv_cache(kBlocks), decode_cache = model->make_kv_cache(kBlocks);

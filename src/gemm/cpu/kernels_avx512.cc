@@ -41,6 +41,7 @@ void tile_kernel(const Tile& t) {
   // around the reloads) in every k-block's epilogue.
   const int64_t lda = t.lda, a_kb_stride = t.a_kb_stride, ldsa = t.ldsa, ldo = t.ldo, b_stride = t.b_stride;
   const int64_t kblocks = t.kblocks;
+  const int last_pairs = t.last_kblock_pairs;
   const uint8_t* b_base[kPanels];
   const float* sb_base[kPanels];
   for (int pn = 0; pn < kPanels; ++pn) b_base[pn] = t.b[pn], sb_base[pn] = t.sb[pn];
@@ -59,7 +60,8 @@ void tile_kernel(const Tile& t) {
       const uint8_t* block[kPanels];
       for (int pn = 0; pn < kPanels; ++pn) block[pn] = b_base[pn] + kb * b_stride;
       const uint16_t* a = a_base + kb * a_kb_stride;
-      for (int j = 0; j < kPairsPerBlock; ++j) {
+      const int pairs = kb == kblocks - 1 ? last_pairs : kPairsPerBlock;
+      for (int j = 0; j < pairs; ++j) {
         __m512i b[kPanels];
 #pragma GCC unroll 4
         for (int pn = 0; pn < kPanels; ++pn) {

@@ -23,7 +23,8 @@ void run_one_tile(const Tile& t) {
       const uint16_t* a = t.a + r * t.lda + kb * t.a_kb_stride;
       for (int c = 0; c < 128; ++c) a_block[r][c] = bf16_bits_to_float(a[c]);
     }
-    for (int j = 0; j < kPairsPerBlock; ++j) {
+    const int pairs = kb == t.kblocks - 1 ? t.last_kblock_pairs : kPairsPerBlock;
+    for (int j = 0; j < pairs; ++j) {
       for (int pn = 0; pn < t.panels; ++pn) {
         float b0[kLanes], b1[kLanes];
         const uint8_t* block = t.b[pn] + kb * t.b_stride;
