@@ -4,7 +4,8 @@
 // 1k-token contexts. Beside each, the roofline of this machine measured in the same run: the
 // bytes a step must read (weights it touches, experts counted by the step's own routing, plus
 // the KV cache) over the read bandwidth probe, and its FLOPs over the BF16 dot-product peak;
-// ratio = our tokens/s over the roofline's.
+// ratio = our tokens/s over the roofline's. Attention counts the FLOPs of the cheaper MLA form
+// (attention_cost.h: expanded for prompts, absorbed for decode), as the model runs it.
 #include <chrono>
 #include <filesystem>
 #include <set>
@@ -16,6 +17,7 @@
 #include "bench/benches.h"
 #include "bench/bf16_peak.h"
 #include "core/log.h"
+#include "model/attention_cost.h"
 #include "model/model.h"
 #include "model/random_checkpoint.h"
 
@@ -58,15 +60,14 @@ WeightBytes weight_bytes(const Model& m) {
   return b;
 }
 
-// FLOPs of one token's projections and experts (as executed: absorbed attention), without the
-// attention over the cache and without lm_head.
+// FLOPs of one token's projections and experts, without attention (attention_flops: its
+// latent projections and the products over the cache) and without lm_head.
 double token_flops(const model::ModelConfig& c) {
   const double h = static_cast<double>(c.hidden_size), heads = static_cast<double>(c.num_attention_heads);
   double per_layer_attn = 0;
   per_layer_attn += c.q_lora_rank > 0 ? h * c.q_lora_rank + static_cast<double>(c.q_lora_rank) * heads * c.qk_head_dim()
                                       : h * heads * c.qk_head_dim();
   per_layer_attn += h * (c.kv_lora_rank + c.qk_rope_head_dim);
-  per_layer_attn += heads * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank;  // W_UK, W_UV
   per_layer_attn += heads * c.v_head_dim * h;                                       // o_proj
   double total = 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -79,9 +80,11 @@ double token_flops(const model::ModelConfig& c) {
   return 2.0 * total;
 }
 
-// Attention FLOPs of one query over `keys` cached tokens (scores over latent + rope, P V over latent).
-double attention_flops(const model::ModelConfig& c, double keys) {
-  return 2.0 * c.num_attention_heads * keys * (2.0 * c.kv_lora_rank + c.qk_rope_head_dim) * c.num_hidden_layers;
+// Attention FLOPs of a sequence's `queries` new tokens after which it holds `keys`, in all
+// layers, in the cheaper of MLA's two forms (what the model runs by default).
+double attention_flops(const model::ModelConfig& c, int64_t queries, int64_t keys) {
+  return static_cast<double>(c.num_hidden_layers) *
+         model::attention_flops(c, model::cheaper_attention_form(c, queries, keys), queries, keys);
 }
 
 double lm_head_flops(const model::ModelConfig& c) { return 2.0 * c.hidden_size * c.vocab_size; }
@@ -121,7 +124,7 @@ void run_model(const Options& options, Reporter& reporter) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double tokens = static_cast<double>(batch * prompt_len);
     const double flops = tokens * token_flops(c) + batch * lm_head_flops(c) +
-                         batch * attention_flops(c, prompt_len * (prompt_len + 1) / 2.0);
+                         batch * attention_flops(c, prompt_len, prompt_len);
     const double bytes = wb.fixed + wb.expert * experts_touched(out);
     const double roof = roofline_s(bytes, flops);
     const std::string name = fmt::format("{} prefill batch={} prompt={}", model_name, batch, prompt_len);
@@ -134,7 +137,7 @@ void run_model(const Options& options, Reporter& reporter) {
   for (const int64_t batch : quick ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1, 8, 32, 64}) {
     model::ForwardOutput out;
     const double s = decode_step_seconds(*m, batch, ctx, quick ? 1.0 : 4.0, quick ? 5 : 15, &out);
-    const double flops = batch * (token_flops(c) + lm_head_flops(c) + attention_flops(c, ctx + 1.0));
+    const double flops = batch * (token_flops(c) + lm_head_flops(c) + attention_flops(c, 1, ctx + 1));
     const double bytes = wb.fixed + wb.expert * experts_touched(out) + batch * (ctx + 1.0) * kv_token_bytes;
     const double roof = roofline_s(bytes, flops);
     const std::string name = fmt::format("{} decode batch={} context={}", model_name, batch, ctx);
