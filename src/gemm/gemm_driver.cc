@@ -20,6 +20,9 @@ using kernels::Tile;
 // Rows per M-block on the blocked path: the FP32 block (48 x 64) and one decoded k-block of the
 // weight chunk (64 x 128 BF16 = 16 KiB) stay in L1 while 8 row tiles reuse them.
 constexpr int64_t kRowsPerBlock = 86 * kMaxRows;
+// Activations (BF16, per problem) above this many bytes are not expected to stay in cache
+// between the chunks that re-read them: the kernel prefetches them (Tile::prefetch_a).
+constexpr int64_t kPrefetchActivationBytes = int64_t{8} << 20;
 // Up to this many rows, FP8 weights are decoded in registers straight from the packed stream
 // (memory-bound decode); more rows decode each k-block once into L1 and reuse it.
 constexpr int64_t kDirectRows = 2;
@@ -97,6 +100,7 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
   t.kblocks = 1;
   t.b_fp8 = false;
   t.b_stride = 0;
+  t.prefetch_a = pr.m * b.kblocks() * 128 * 2 > kPrefetchActivationBytes;
   for (int64_t m0 = 0; m0 < pr.m; m0 += kRowsPerBlock) {
     const int64_t rows = std::min(kRowsPerBlock, pr.m - m0);
     std::fill_n(s.out.data(), rows * width, 0.0f);

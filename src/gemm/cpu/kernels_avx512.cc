@@ -42,6 +42,7 @@ void tile_kernel(const Tile& t) {
   const int64_t lda = t.lda, a_kb_stride = t.a_kb_stride, ldsa = t.ldsa, ldo = t.ldo, b_stride = t.b_stride;
   const int64_t kblocks = t.kblocks;
   const int last_pairs = t.last_kblock_pairs;
+  const bool prefetch_rows = t.prefetch_a;
   const uint8_t* b_base[kPanels];
   const float* sb_base[kPanels];
   for (int pn = 0; pn < kPanels; ++pn) b_base[pn] = t.b[pn], sb_base[pn] = t.sb[pn];
@@ -60,8 +61,14 @@ void tile_kernel(const Tile& t) {
       const uint8_t* block[kPanels];
       for (int pn = 0; pn < kPanels; ++pn) block[pn] = b_base[pn] + kb * b_stride;
       const uint16_t* a = a_base + kb * a_kb_stride;
+      // Tile::prefetch_a: the next row tile's activations of this k-block (kRows x 256 bytes),
+      // a line every other pair.
+      const uint16_t* next_a = a + kRows * lda;
+      const bool prefetch_a = prefetch_rows && tile + 1 < t.row_tiles;
       const int pairs = kb == kblocks - 1 ? last_pairs : kPairsPerBlock;
       for (int j = 0; j < pairs; ++j) {
+        if (prefetch_a && j % 2 == 0 && j / 2 < kRows * 4)
+          _mm_prefetch(reinterpret_cast<const char*>(next_a + (j / 8) * lda + (j / 2 % 4) * 32), _MM_HINT_T0);
         __m512i b[kPanels];
 #pragma GCC unroll 4
         for (int pn = 0; pn < kPanels; ++pn) {
