@@ -71,18 +71,57 @@ Shapes check_arguments(const Tensor& q, const PagedKvCache& cache, const Tensor&
 }
 
 constexpr int64_t kChunkTokens = 128;  // one k-block of the P V product
+// Query rows of a split above this run in blocks of kRowBlock over passes of kPassChunks
+// chunks (packed once per pass), so a block's accumulators, scores and queries stay in cache:
+// a prompt chunk attended absorbed has 64 x 128 heads = 8192 rows, 16 MB of accumulators,
+// which streamed from memory for every 128 tokens when all rows went through each chunk.
+constexpr int64_t kMaxSingleBlockRows = 128;  // a decode step of 128 heads: one block
+constexpr int64_t kRowBlock = 96;
+constexpr int64_t kPassChunks = 8;
 
 // Per-thread buffers for one split, sized once per call.
 struct Scratch {
   std::vector<uint16_t> q;        // BF16 query rows, zero-padded to kq_pad
-  std::vector<uint16_t> tokens;   // BF16 keys of the chunk's tokens [128][key_dim]
-  std::vector<uint16_t> kt;       // K^T panels: 8 panels x kq_pad/128 blocks x 4 KiB
-  std::vector<uint16_t> vt;       // V panels: latent/16 panels x 4 KiB
-  std::vector<float> scores;      // [rows][128]
-  std::vector<uint16_t> p;        // BF16 probabilities [rows][128]
-  std::vector<float> m, l;
-  std::vector<int32_t> valid;     // per row: visible tokens of the chunk
+  std::vector<uint16_t> tokens;   // BF16 keys of one chunk's tokens [128][key_dim]
+  std::vector<uint16_t> kt;       // per chunk of the pass: K^T panels, 8 panels x kq_pad/128 blocks x 4 KiB
+  std::vector<uint16_t> vt;       // per chunk of the pass: V panels, latent/16 panels x 4 KiB
+  std::vector<float> scores;      // [row block][128]
+  std::vector<uint16_t> p;        // BF16 probabilities [row block][128]
+  std::vector<float> m, l;        // per row of the split
+  std::vector<int32_t> valid;     // per row of the block: visible tokens of the chunk
+  std::vector<float> key;         // one FP8 token dequantized
 };
+
+// Gathers chunk [t0, t0 + n) of the request's cached tokens as BF16 (FP8 caches dequantized,
+// then rounded; tokens past n zero) and packs them into K^T and V panels (cpu/chunk_pack.h).
+void gather_and_pack(const CacheConfig& config, const PagedKvCache& cache, const int32_t* table_row, int64_t t0,
+                     int64_t n, int64_t kq_blocks, uint16_t* kt, uint16_t* vt, Scratch& w) {
+  const int64_t kd = config.key_dim();
+  w.tokens.resize(static_cast<size_t>(kChunkTokens * kd));
+  w.key.resize(static_cast<size_t>(kd));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t t = t0 + i;
+    const uint8_t* tok = cache.token(table_row[t / kBlockTokens], t % kBlockTokens);
+    uint16_t* dst = w.tokens.data() + i * kd;
+    if (config.format == KvFormat::kBf16) {
+      std::memcpy(dst, tok, static_cast<size_t>(kd) * 2);
+    } else {
+      decode_token(config, tok, w.key.data());
+      convert(w.key.data(), reinterpret_cast<bf16*>(dst), static_cast<size_t>(kd));
+    }
+  }
+  // Tokens past the split's end are zero keys (their probabilities are zero too).
+  if (n < kChunkTokens) std::fill(w.tokens.begin() + n * kd, w.tokens.end(), 0);
+  auto* kt32 = reinterpret_cast<uint32_t*>(kt);
+  auto* vt32 = reinterpret_cast<uint32_t*>(vt);
+  if (active_isa() == Isa::kAvx512) {
+    pack::avx512::pack_kt(w.tokens.data(), kd, kq_blocks, kt32);
+    pack::avx512::pack_v(w.tokens.data(), kd, config.latent_dim, vt32);
+  } else {
+    pack::portable::pack_kt(w.tokens.data(), kd, kq_blocks, kt32);
+    pack::portable::pack_v(w.tokens.data(), kd, config.latent_dim, vt32);
+  }
+}
 
 // One split: rows = s_q x h_q query rows over tokens [begin, end) of one request, 128 tokens at
 // a time: S = Q K^T and O += P V through the BF16 tile kernel (gemm/tile_kernel.h), the online
@@ -97,103 +136,108 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
   const int64_t rows = s.rows, d = s.latent, kd = s.key_dim;
   const int64_t kq_blocks = (kd + 127) / 128, kq_pad = kq_blocks * 128;
   const int64_t kt_panel_elems = kq_blocks * 2048, v_panels = d / 16;
+  const int64_t kt_chunk_elems = 8 * kt_panel_elems, vt_chunk_elems = v_panels * 2048;
+  const bool blocked = rows > kMaxSingleBlockRows;
+  const int64_t row_block = blocked ? kRowBlock : rows, pass_chunks = blocked ? kPassChunks : 1;
   w.q.resize(static_cast<size_t>(rows * kq_pad));
   for (int64_t r = 0; r < rows; ++r) {
     std::copy_n(q_bf16 + r * kd, kd, w.q.data() + r * kq_pad);
     std::fill_n(w.q.data() + r * kq_pad + kd, kq_pad - kd, uint16_t{0});
   }
-  w.tokens.resize(static_cast<size_t>(kChunkTokens * kd));
   // K^T panels: the pairs past key_dim stay zero (never written); a size change re-zeroes.
-  if (w.kt.size() != static_cast<size_t>(8 * kt_panel_elems)) w.kt.assign(static_cast<size_t>(8 * kt_panel_elems), 0);
-  w.vt.resize(static_cast<size_t>(v_panels * 2048));
-  w.scores.resize(static_cast<size_t>(rows * kChunkTokens));
-  w.p.resize(static_cast<size_t>(rows * kChunkTokens));
+  if (w.kt.size() != static_cast<size_t>(pass_chunks * kt_chunk_elems))
+    w.kt.assign(static_cast<size_t>(pass_chunks * kt_chunk_elems), 0);
+  w.vt.resize(static_cast<size_t>(pass_chunks * vt_chunk_elems));
+  w.scores.resize(static_cast<size_t>(row_block * kChunkTokens));
+  w.p.resize(static_cast<size_t>(row_block * kChunkTokens));
   w.m.assign(static_cast<size_t>(rows), kNegInf);
   w.l.assign(static_cast<size_t>(rows), 0.0f);
-  w.valid.resize(static_cast<size_t>(rows));
+  w.valid.resize(static_cast<size_t>(row_block));
   std::fill_n(out_rows, rows * d, 0.0f);
-  std::vector<float> key(static_cast<size_t>(kd));
 
-  for (int64_t t0 = split.token_begin; t0 < split.token_end; t0 += kChunkTokens) {
-    const int64_t n = std::min<int64_t>(kChunkTokens, split.token_end - t0);
-    // Gather the chunk's keys as BF16 (FP8 caches are dequantized, then rounded to BF16).
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t t = t0 + i;
-      const uint8_t* tok = cache.token(table_row[t / kBlockTokens], t % kBlockTokens);
-      uint16_t* dst = w.tokens.data() + i * kd;
-      if (config.format == KvFormat::kBf16) {
-        std::memcpy(dst, tok, static_cast<size_t>(kd) * 2);
-      } else {
-        decode_token(config, tok, key.data());
-        convert(key.data(), reinterpret_cast<bf16*>(dst), static_cast<size_t>(kd));
+  const int64_t pass_tokens = pass_chunks * kChunkTokens;
+  for (int64_t pass0 = split.token_begin; pass0 < split.token_end; pass0 += pass_tokens) {
+    const int64_t chunks = std::min(pass_tokens, split.token_end - pass0 + kChunkTokens - 1) / kChunkTokens;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t t0 = pass0 + c * kChunkTokens;
+      gather_and_pack(config, cache, table_row, t0, std::min<int64_t>(kChunkTokens, split.token_end - t0), kq_blocks,
+                      w.kt.data() + c * kt_chunk_elems, w.vt.data() + c * vt_chunk_elems, w);
+    }
+    for (int64_t r0 = 0; r0 < rows; r0 += row_block) {
+      const int64_t block_rows = std::min(row_block, rows - r0);
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t t0 = pass0 + c * kChunkTokens, n = std::min<int64_t>(kChunkTokens, split.token_end - t0);
+        const uint16_t* kt = w.kt.data() + c * kt_chunk_elems;
+        const uint16_t* vt = w.vt.data() + c * vt_chunk_elems;
+
+        // S = Q K^T for the block's rows over the chunk's 128 tokens.
+        std::fill(w.scores.begin(), w.scores.end(), 0.0f);
+        for (int64_t p0 = 0; p0 < 8; p0 += kMaxPanels) {
+          Tile t;
+          t.rows = static_cast<int>(std::min<int64_t>(kMaxRows, block_rows));
+          t.row_tiles = block_rows / t.rows;
+          t.panels = kMaxPanels;
+          t.kblocks = kq_blocks;
+          t.last_kblock_pairs = static_cast<int>((kd - (kq_blocks - 1) * 128) / 2);
+          t.a = w.q.data() + r0 * kq_pad;
+          t.lda = kq_pad;
+          t.a_kb_stride = 128;
+          for (int p = 0; p < kMaxPanels; ++p) t.b[p] = reinterpret_cast<const uint8_t*>(kt + (p0 + p) * kt_panel_elems);
+          t.b_stride = 4096;
+          t.out = w.scores.data() + p0 * 16;
+          t.ldo = kChunkTokens;
+          gemm::kernels::run_tile(t);
+          const int64_t done = t.row_tiles * t.rows;
+          if (done < block_rows) {
+            t.a += done * kq_pad;
+            t.out += done * kChunkTokens;
+            t.rows = static_cast<int>(block_rows - done);
+            t.row_tiles = 1;
+            gemm::kernels::run_tile(t);
+          }
+        }
+
+        // Online softmax (cpu/online_softmax.h); bottom-right aligned causal mask: query
+        // position sq sees keys < seqlen - s_q + sq + 1.
+        for (int64_t r = 0; r < block_rows; ++r) {
+          const int64_t visible = causal ? seqlen - s.s_q + (r0 + r) / s.h_q + 1 : seqlen;
+          w.valid[static_cast<size_t>(r)] = static_cast<int32_t>(std::clamp<int64_t>(visible - t0, 0, n));
+        }
+        softmax::Chunk sc;
+        sc.rows = block_rows, sc.width = kChunkTokens;
+        sc.scores = w.scores.data(), sc.ld_scores = kChunkTokens;
+        sc.valid = w.valid.data(), sc.scale = scale;
+        sc.p = w.p.data(), sc.ld_p = kChunkTokens;
+        sc.m = w.m.data() + r0, sc.l = w.l.data() + r0;
+        sc.out = out_rows + r0 * d, sc.ld_out = d, sc.out_width = d;
+        softmax::online_softmax(sc);
+
+        // O += P V.
+        for (int64_t p0 = 0; p0 < v_panels; p0 += kMaxPanels) {
+          Tile t;
+          t.rows = static_cast<int>(std::min<int64_t>(kMaxRows, block_rows));
+          t.row_tiles = block_rows / t.rows;
+          t.panels = static_cast<int>(std::min<int64_t>(kMaxPanels, v_panels - p0));
+          t.kblocks = 1;
+          t.a = w.p.data();
+          t.lda = kChunkTokens;
+          t.a_kb_stride = kChunkTokens;
+          for (int p = 0; p < t.panels; ++p) t.b[p] = reinterpret_cast<const uint8_t*>(vt + (p0 + p) * 2048);
+          t.b_stride = 0;
+          t.out = out_rows + r0 * d + p0 * 16;
+          t.ldo = d;
+          gemm::kernels::run_tile(t);
+          const int64_t done = t.row_tiles * t.rows;
+          if (done < block_rows) {
+            t.a += done * kChunkTokens;
+            t.out += done * d;
+            t.rows = static_cast<int>(block_rows - done);
+            t.row_tiles = 1;
+            gemm::kernels::run_tile(t);
+          }
+        }
       }
     }
-    if (n < kChunkTokens) {
-      // Tokens past the split's end are zero keys (their probabilities are zero too).
-      std::fill(w.tokens.begin() + n * kd, w.tokens.end(), 0);
-    }
-    // K^T panels (16 tokens each) and V panels (16 latent dims each): cpu/chunk_pack.h.
-    auto* kt32 = reinterpret_cast<uint32_t*>(w.kt.data());
-    auto* vt32 = reinterpret_cast<uint32_t*>(w.vt.data());
-    if (active_isa() == Isa::kAvx512) {
-      pack::avx512::pack_kt(w.tokens.data(), kd, kq_blocks, kt32);
-      pack::avx512::pack_v(w.tokens.data(), kd, d, vt32);
-    } else {
-      pack::portable::pack_kt(w.tokens.data(), kd, kq_blocks, kt32);
-      pack::portable::pack_v(w.tokens.data(), kd, d, vt32);
-    }
-
-    // S = Q K^T for all rows over the chunk's 128 tokens.
-    std::fill(w.scores.begin(), w.scores.end(), 0.0f);
-    for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows)
-      for (int64_t p0 = 0; p0 < 8; p0 += kMaxPanels) {
-        Tile t;
-        t.rows = static_cast<int>(std::min<int64_t>(kMaxRows, rows - r0));
-        t.panels = kMaxPanels;
-        t.kblocks = kq_blocks;
-        t.last_kblock_pairs = static_cast<int>((kd - (kq_blocks - 1) * 128) / 2);
-        t.a = w.q.data() + r0 * kq_pad;
-        CACHALOT_ASSERT(static_cast<size_t>((r0 + t.rows) * kq_pad) <= w.q.size());
-        t.lda = kq_pad;
-        t.a_kb_stride = 128;
-        for (int p = 0; p < kMaxPanels; ++p) t.b[p] = reinterpret_cast<const uint8_t*>(w.kt.data() + (p0 + p) * kt_panel_elems);
-        t.b_stride = 4096;
-        t.out = w.scores.data() + r0 * kChunkTokens + p0 * 16;
-        t.ldo = kChunkTokens;
-        gemm::kernels::run_tile(t);
-      }
-
-    // Online softmax (cpu/online_softmax.h); bottom-right aligned causal mask: query position
-    // sq sees keys < seqlen - s_q + sq + 1.
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t visible = causal ? seqlen - s.s_q + r / s.h_q + 1 : seqlen;
-      w.valid[static_cast<size_t>(r)] = static_cast<int32_t>(std::clamp<int64_t>(visible - t0, 0, n));
-    }
-    softmax::Chunk sc;
-    sc.rows = rows, sc.width = kChunkTokens;
-    sc.scores = w.scores.data(), sc.ld_scores = kChunkTokens;
-    sc.valid = w.valid.data(), sc.scale = scale;
-    sc.p = w.p.data(), sc.ld_p = kChunkTokens;
-    sc.m = w.m.data(), sc.l = w.l.data();
-    sc.out = out_rows, sc.ld_out = d, sc.out_width = d;
-    softmax::online_softmax(sc);
-
-    // O += P V.
-    for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows)
-      for (int64_t p0 = 0; p0 < v_panels; p0 += kMaxPanels) {
-        Tile t;
-        t.rows = static_cast<int>(std::min<int64_t>(kMaxRows, rows - r0));
-        t.panels = static_cast<int>(std::min<int64_t>(kMaxPanels, v_panels - p0));
-        t.kblocks = 1;
-        t.a = w.p.data() + r0 * kChunkTokens;
-        t.lda = kChunkTokens;
-        t.a_kb_stride = kChunkTokens;
-        for (int p = 0; p < t.panels; ++p) t.b[p] = reinterpret_cast<const uint8_t*>(w.vt.data() + (p0 + p) * 2048);
-        t.b_stride = 0;
-        t.out = out_rows + r0 * d + p0 * 16;
-        t.ldo = d;
-        gemm::kernels::run_tile(t);
-      }
   }
   for (int64_t r = 0; r < rows; ++r) {
     if (w.l[r] == 0.0f) {  // no visible keys

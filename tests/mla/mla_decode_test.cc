@@ -171,6 +171,10 @@ TEST(MlaDecode, RaggedBatchesAcrossSplits) {
 
 TEST(MlaDecode, ManyHeads) { check_case({kV3, {300, 65, 1}, 128, 2, true, 2}, 21); }
 
+// More query rows than one block (256 here): rows go in blocks over passes of 8 chunks; one
+// worker, so the 2500-token request is a single split of three passes.
+TEST(MlaDecode, ManyRowsInBlocksOverSeveralPasses) { check_case({kV3, {2500, 70}, 64, 4, true, 1}, 22); }
+
 TEST(MlaDecode, Fp8CacheMatchesItsDequantizedValues) {
   check_case({kV3Fp8, {1000, 64, 0, 65}, 16, 2, true, 3}, 31);
   check_case({CacheConfig{128, 32, KvFormat::kFp8}, {300, 1}, 4, 1, false, 2}, 32);
