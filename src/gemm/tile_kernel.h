@@ -49,6 +49,9 @@ struct Tile {
 
 // Runs the tile with the kernel of the active ISA (core/isa.h).
 void run_tile(const Tile& tile);
+// Runs `rows` rows of A (from t.a, t.sa, t.out; t.rows and t.row_tiles are set here) as
+// stacked kMaxRows-row tiles and one shorter tile for the rest.
+void run_rows(Tile t, int64_t rows);
 
 namespace portable {
 void run_tile(const Tile& tile);

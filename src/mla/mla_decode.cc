@@ -131,7 +131,6 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
                int64_t seqlen, const uint16_t* q_bf16, const Split& split, float scale, bool causal, float* out_rows,
                float* lse_rows, Scratch& w) {
   using gemm::kernels::kMaxPanels;
-  using gemm::kernels::kMaxRows;
   using gemm::kernels::Tile;
   const int64_t rows = s.rows, d = s.latent, kd = s.key_dim;
   const int64_t kq_blocks = (kd + 127) / 128, kq_pad = kq_blocks * 128;
@@ -174,8 +173,6 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
         std::fill(w.scores.begin(), w.scores.end(), 0.0f);
         for (int64_t p0 = 0; p0 < 8; p0 += kMaxPanels) {
           Tile t;
-          t.rows = static_cast<int>(std::min<int64_t>(kMaxRows, block_rows));
-          t.row_tiles = block_rows / t.rows;
           t.panels = kMaxPanels;
           t.kblocks = kq_blocks;
           t.last_kblock_pairs = static_cast<int>((kd - (kq_blocks - 1) * 128) / 2);
@@ -186,15 +183,7 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
           t.b_stride = 4096;
           t.out = w.scores.data() + p0 * 16;
           t.ldo = kChunkTokens;
-          gemm::kernels::run_tile(t);
-          const int64_t done = t.row_tiles * t.rows;
-          if (done < block_rows) {
-            t.a += done * kq_pad;
-            t.out += done * kChunkTokens;
-            t.rows = static_cast<int>(block_rows - done);
-            t.row_tiles = 1;
-            gemm::kernels::run_tile(t);
-          }
+          gemm::kernels::run_rows(t, block_rows);
         }
 
         // Online softmax (cpu/online_softmax.h); bottom-right aligned causal mask: query
@@ -215,8 +204,6 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
         // O += P V.
         for (int64_t p0 = 0; p0 < v_panels; p0 += kMaxPanels) {
           Tile t;
-          t.rows = static_cast<int>(std::min<int64_t>(kMaxRows, block_rows));
-          t.row_tiles = block_rows / t.rows;
           t.panels = static_cast<int>(std::min<int64_t>(kMaxPanels, v_panels - p0));
           t.kblocks = 1;
           t.a = w.p.data();
@@ -226,15 +213,7 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
           t.b_stride = 0;
           t.out = out_rows + r0 * d + p0 * 16;
           t.ldo = d;
-          gemm::kernels::run_tile(t);
-          const int64_t done = t.row_tiles * t.rows;
-          if (done < block_rows) {
-            t.a += done * kChunkTokens;
-            t.out += done * d;
-            t.rows = static_cast<int>(block_rows - done);
-            t.row_tiles = 1;
-            gemm::kernels::run_tile(t);
-          }
+          gemm::kernels::run_rows(t, block_rows);
         }
       }
     }

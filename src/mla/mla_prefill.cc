@@ -84,25 +84,6 @@ void row_to_bf16(const Tensor& t, const void* row, int64_t n, uint16_t* dst) {
     convert(static_cast<const float*>(row), reinterpret_cast<bf16*>(dst), static_cast<size_t>(n));
 }
 
-// Runs `rows` rows of a tile description (rows/lda/out strides set, rows field ignored) as
-// stacked 6-row tiles plus one shorter tile.
-void run_row_tiles(gemm::kernels::Tile t, int64_t rows) {
-  using gemm::kernels::kMaxRows;
-  const int64_t full = rows / kMaxRows, rest = rows % kMaxRows;
-  if (full > 0) {
-    t.rows = kMaxRows;
-    t.row_tiles = full;
-    gemm::kernels::run_tile(t);
-  }
-  if (rest > 0) {
-    t.a += full * kMaxRows * t.lda;
-    t.out += full * kMaxRows * t.ldo;
-    t.rows = static_cast<int>(rest);
-    t.row_tiles = 1;
-    gemm::kernels::run_tile(t);
-  }
-}
-
 // Packs head h's keys and values of one 128-key chunk into the tile kernel's panel layouts
 // (cpu/chunk_pack.h): K^T panels over the dn + dr key values, V panels over dv.
 void pack_chunk(const Shape& s, const Tensor& kv, const Tensor& k_rope, int64_t h, int64_t c, uint32_t* kt,
@@ -170,7 +151,7 @@ void attend_block(const Shape& s, const Tensor& q, int64_t h, int64_t q0, int64_
       for (int p = 0; p < gemm::kernels::kMaxPanels; ++p)
         st.b[p] = reinterpret_cast<const uint8_t*>(kt_chunk + (p0 + p) * s.kq_blocks() * kPanelDwords);
       st.out = w.scores.data() + p0 * 16;
-      run_row_tiles(st, rows);
+      gemm::kernels::run_rows(st, rows);
     }
 
     for (int64_t r = 0; r < rows; ++r) {
@@ -198,7 +179,7 @@ void attend_block(const Shape& s, const Tensor& q, int64_t h, int64_t q0, int64_
       pt.panels = static_cast<int>(std::min<int64_t>(gemm::kernels::kMaxPanels, s.v_panels() - p0));
       for (int p = 0; p < pt.panels; ++p) pt.b[p] = reinterpret_cast<const uint8_t*>(vt_chunk + (p0 + p) * kPanelDwords);
       pt.out = w.o.data() + p0 * 16;
-      run_row_tiles(pt, rows);
+      gemm::kernels::run_rows(pt, rows);
     }
   }
 
