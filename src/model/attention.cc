@@ -266,7 +266,7 @@ void Attention::attend_expanded(const Tensor& q, const BatchLayout& layout, std:
   const ModelConfig& c = *config_;
   const int64_t heads = c.num_attention_heads, latent = c.kv_lora_rank, rope = c.qk_rope_head_dim,
                 per_head = c.qk_nope_head_dim + c.v_head_dim, v = c.v_head_dim;
-  const Tensor values3 = values.reshape({values.size(0), heads, v});
+  Tensor values3 = values.reshape({values.size(0), heads, v});
   std::vector<float> token(static_cast<size_t>(latent + rope));
   for (const int64_t s : seqs) {
     const int64_t r0 = layout.seq_begin[s], queries = layout.seq_begin[s + 1] - r0, keys = layout.start[s] + queries;
