@@ -14,6 +14,7 @@
 #include "gemm/tile_kernel.h"
 #include "mla/cpu/chunk_pack.h"
 #include "mla/cpu/online_softmax.h"
+#include "mla/cpu/token_decode.h"
 
 namespace cachalot::mla {
 namespace {
@@ -89,7 +90,6 @@ struct Scratch {
   std::vector<uint16_t> p;        // BF16 probabilities [row block][128]
   std::vector<float> m, l;        // per row of the split
   std::vector<int32_t> valid;     // per row of the block: visible tokens of the chunk
-  std::vector<float> key;         // one FP8 token dequantized
 };
 
 // Gathers chunk [t0, t0 + n) of the request's cached tokens as BF16 (FP8 caches dequantized,
@@ -98,17 +98,9 @@ void gather_and_pack(const CacheConfig& config, const PagedKvCache& cache, const
                      int64_t n, int64_t kq_blocks, uint16_t* kt, uint16_t* vt, Scratch& w) {
   const int64_t kd = config.key_dim();
   w.tokens.resize(static_cast<size_t>(kChunkTokens * kd));
-  w.key.resize(static_cast<size_t>(kd));
   for (int64_t i = 0; i < n; ++i) {
     const int64_t t = t0 + i;
-    const uint8_t* tok = cache.token(table_row[t / kBlockTokens], t % kBlockTokens);
-    uint16_t* dst = w.tokens.data() + i * kd;
-    if (config.format == KvFormat::kBf16) {
-      std::memcpy(dst, tok, static_cast<size_t>(kd) * 2);
-    } else {
-      decode_token(config, tok, w.key.data());
-      convert(w.key.data(), reinterpret_cast<bf16*>(dst), static_cast<size_t>(kd));
-    }
+    token::to_bf16(config, cache.token(table_row[t / kBlockTokens], t % kBlockTokens), w.tokens.data() + i * kd);
   }
   // Tokens past the split's end are zero keys (their probabilities are zero too).
   if (n < kChunkTokens) std::fill(w.tokens.begin() + n * kd, w.tokens.end(), 0);

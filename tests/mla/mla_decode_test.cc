@@ -9,6 +9,8 @@
 
 #include "core/convert.h"
 #include "core/error.h"
+#include "core/isa.h"
+#include "mla/cpu/token_decode.h"
 
 namespace cachalot::mla {
 namespace {
@@ -181,6 +183,27 @@ TEST(MlaDecode, Fp8CacheMatchesItsDequantizedValues) {
   check_case({CacheConfig{128, 32, KvFormat::kF32}, {300, 1, 64}, 4, 2, true, 2}, 33);
   EXPECT_EQ(kV3Fp8.token_bytes(), 656);  // FlashMLA's FP8 token: 512 + 4 x 4 + 64 x 2
   EXPECT_EQ(kV3.token_bytes(), 1152);
+}
+
+TEST(MlaDecode, Fp8TokensBecomeTheSameBf16KeysOnEveryIsa) {
+  // The kernels' key rows: decode_token's FP32 values rounded to BF16, whichever ISA does it.
+  for (const CacheConfig& config : {kV3Fp8, CacheConfig{128, 32, KvFormat::kFp8}, CacheConfig{208, 32, KvFormat::kFp8}}) {
+    const Batch b = make_batch(config, {70}, 31);
+    std::vector<float> f32(static_cast<size_t>(config.key_dim()));
+    std::vector<uint16_t> got(f32.size());
+    for (int64_t t = 0; t < 70; ++t) {
+      const uint8_t* tok = b.cache->token(b.block_table.at<int32_t>(0, t / kBlockTokens), t % kBlockTokens);
+      decode_token(config, tok, f32.data());
+      token::to_bf16(config, tok, got.data());
+      for (size_t i = 0; i < f32.size(); ++i) ASSERT_EQ(got[i], float_to_bf16(f32[i]).bits) << "token " << t << " value " << i;
+      if (cpu_features().has_avx512_kernels()) {
+        set_active_isa(Isa::kPortable);
+        token::to_bf16(config, tok, got.data());
+        set_active_isa(Isa::kAvx512);
+        for (size_t i = 0; i < f32.size(); ++i) ASSERT_EQ(got[i], float_to_bf16(f32[i]).bits) << "portable, token " << t;
+      }
+    }
+  }
 }
 
 TEST(MlaDecode, ZeroLengthRequestsGiveZerosAndMinusInfinity) {
