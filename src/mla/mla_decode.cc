@@ -1,7 +1,6 @@
 #include "mla/mla_decode.h"
 
 #include <algorithm>
-#include <cstring>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -10,10 +9,8 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "core/trace.h"
-#include "core/isa.h"
-#include "gemm/tile_kernel.h"
+#include "mla/cpu/chunk_attention.h"
 #include "mla/cpu/chunk_pack.h"
-#include "mla/cpu/online_softmax.h"
 #include "mla/cpu/token_decode.h"
 
 namespace cachalot::mla {
@@ -71,7 +68,8 @@ Shapes check_arguments(const Tensor& q, const PagedKvCache& cache, const Tensor&
   return s;
 }
 
-constexpr int64_t kChunkTokens = 128;  // one k-block of the P V product
+using pack::kChunkTokens;
+using pack::kPanelDwords;
 // Query rows of a split above this run in blocks of kRowBlock over passes of kPassChunks
 // chunks (packed once per pass), so a block's accumulators, scores and queries stay in cache:
 // a prompt chunk attended absorbed has 64 x 128 heads = 8192 rows, 16 MB of accumulators,
@@ -84,8 +82,8 @@ constexpr int64_t kPassChunks = 8;
 struct Scratch {
   std::vector<uint16_t> q;        // BF16 query rows, zero-padded to kq_pad
   std::vector<uint16_t> tokens;   // BF16 keys of one chunk's tokens [128][key_dim]
-  std::vector<uint16_t> kt;       // per chunk of the pass: K^T panels, 8 panels x kq_pad/128 blocks x 4 KiB
-  std::vector<uint16_t> vt;       // per chunk of the pass: V panels, latent/16 panels x 4 KiB
+  std::vector<uint32_t> kt;       // per chunk of the pass: K^T panels, 8 panels x kq_pad/128 blocks x 4 KiB
+  std::vector<uint32_t> vt;       // per chunk of the pass: V panels, latent/16 panels x 4 KiB
   std::vector<float> scores;      // [row block][128]
   std::vector<uint16_t> p;        // BF16 probabilities [row block][128]
   std::vector<float> m, l;        // per row of the split
@@ -95,7 +93,7 @@ struct Scratch {
 // Gathers chunk [t0, t0 + n) of the request's cached tokens as BF16 (FP8 caches dequantized,
 // then rounded; tokens past n zero) and packs them into K^T and V panels (cpu/chunk_pack.h).
 void gather_and_pack(const CacheConfig& config, const PagedKvCache& cache, const int32_t* table_row, int64_t t0,
-                     int64_t n, int64_t kq_blocks, uint16_t* kt, uint16_t* vt, Scratch& w) {
+                     int64_t n, int64_t kq_blocks, uint32_t* kt, uint32_t* vt, Scratch& w) {
   const int64_t kd = config.key_dim();
   w.tokens.resize(static_cast<size_t>(kChunkTokens * kd));
   for (int64_t i = 0; i < n; ++i) {
@@ -104,30 +102,20 @@ void gather_and_pack(const CacheConfig& config, const PagedKvCache& cache, const
   }
   // Tokens past the split's end are zero keys (their probabilities are zero too).
   if (n < kChunkTokens) std::fill(w.tokens.begin() + n * kd, w.tokens.end(), 0);
-  auto* kt32 = reinterpret_cast<uint32_t*>(kt);
-  auto* vt32 = reinterpret_cast<uint32_t*>(vt);
-  if (active_isa() == Isa::kAvx512) {
-    pack::avx512::pack_kt(w.tokens.data(), kd, kq_blocks, kt32);
-    pack::avx512::pack_v(w.tokens.data(), kd, config.latent_dim, vt32);
-  } else {
-    pack::portable::pack_kt(w.tokens.data(), kd, kq_blocks, kt32);
-    pack::portable::pack_v(w.tokens.data(), kd, config.latent_dim, vt32);
-  }
+  pack::pack_kt(w.tokens.data(), kd, kq_blocks, kt);
+  pack::pack_v(w.tokens.data(), kd, config.latent_dim, vt);
 }
 
 // One split: rows = s_q x h_q query rows over tokens [begin, end) of one request, 128 tokens at
-// a time: S = Q K^T and O += P V through the BF16 tile kernel (gemm/tile_kernel.h), the online
-// softmax in between in FP32 (P rounded to BF16 for the product, as FlashAttention does; the
-// row sums, and so the lse, from the FP32 values). Writes the split's normalised output and lse.
+// a time (cpu/chunk_attention.h: S = Q K^T and O += P V through the BF16 tile kernel, the online
+// softmax in between in FP32, P rounded to BF16 for the product as FlashAttention does, the row
+// sums and so the lse from the FP32 values). Writes the split's normalised output and lse.
 void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& cache, const int32_t* table_row,
                int64_t seqlen, const uint16_t* q_bf16, const Split& split, float scale, bool causal, float* out_rows,
                float* lse_rows, Scratch& w) {
-  using gemm::kernels::kMaxPanels;
-  using gemm::kernels::Tile;
   const int64_t rows = s.rows, d = s.latent, kd = s.key_dim;
-  const int64_t kq_blocks = (kd + 127) / 128, kq_pad = kq_blocks * 128;
-  const int64_t kt_panel_elems = kq_blocks * 2048, v_panels = d / 16;
-  const int64_t kt_chunk_elems = 8 * kt_panel_elems, vt_chunk_elems = v_panels * 2048;
+  const int64_t kq_blocks = (kd + 127) / 128, kq_pad = kq_blocks * 128, v_panels = d / 16;
+  const int64_t kt_chunk_dwords = 8 * kq_blocks * kPanelDwords, vt_chunk_dwords = v_panels * kPanelDwords;
   const bool blocked = rows > kMaxSingleBlockRows;
   const int64_t row_block = blocked ? kRowBlock : rows, pass_chunks = blocked ? kPassChunks : 1;
   w.q.resize(static_cast<size_t>(rows * kq_pad));
@@ -136,9 +124,9 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
     std::fill_n(w.q.data() + r * kq_pad + kd, kq_pad - kd, uint16_t{0});
   }
   // K^T panels: the pairs past key_dim stay zero (never written); a size change re-zeroes.
-  if (w.kt.size() != static_cast<size_t>(pass_chunks * kt_chunk_elems))
-    w.kt.assign(static_cast<size_t>(pass_chunks * kt_chunk_elems), 0);
-  w.vt.resize(static_cast<size_t>(pass_chunks * vt_chunk_elems));
+  if (w.kt.size() != static_cast<size_t>(pass_chunks * kt_chunk_dwords))
+    w.kt.assign(static_cast<size_t>(pass_chunks * kt_chunk_dwords), 0);
+  w.vt.resize(static_cast<size_t>(pass_chunks * vt_chunk_dwords));
   w.scores.resize(static_cast<size_t>(row_block * kChunkTokens));
   w.p.resize(static_cast<size_t>(row_block * kChunkTokens));
   w.m.assign(static_cast<size_t>(rows), kNegInf);
@@ -152,61 +140,27 @@ void run_split(const Shapes& s, const CacheConfig& config, const PagedKvCache& c
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t t0 = pass0 + c * kChunkTokens;
       gather_and_pack(config, cache, table_row, t0, std::min<int64_t>(kChunkTokens, split.token_end - t0), kq_blocks,
-                      w.kt.data() + c * kt_chunk_elems, w.vt.data() + c * vt_chunk_elems, w);
+                      w.kt.data() + c * kt_chunk_dwords, w.vt.data() + c * vt_chunk_dwords, w);
     }
     for (int64_t r0 = 0; r0 < rows; r0 += row_block) {
       const int64_t block_rows = std::min(row_block, rows - r0);
       for (int64_t c = 0; c < chunks; ++c) {
         const int64_t t0 = pass0 + c * kChunkTokens, n = std::min<int64_t>(kChunkTokens, split.token_end - t0);
-        const uint16_t* kt = w.kt.data() + c * kt_chunk_elems;
-        const uint16_t* vt = w.vt.data() + c * vt_chunk_elems;
-
-        // S = Q K^T for the block's rows over the chunk's 128 tokens.
-        std::fill(w.scores.begin(), w.scores.end(), 0.0f);
-        for (int64_t p0 = 0; p0 < 8; p0 += kMaxPanels) {
-          Tile t;
-          t.panels = kMaxPanels;
-          t.kblocks = kq_blocks;
-          t.last_kblock_pairs = static_cast<int>((kd - (kq_blocks - 1) * 128) / 2);
-          t.a = w.q.data() + r0 * kq_pad;
-          t.lda = kq_pad;
-          t.a_kb_stride = 128;
-          for (int p = 0; p < kMaxPanels; ++p) t.b[p] = reinterpret_cast<const uint8_t*>(kt + (p0 + p) * kt_panel_elems);
-          t.b_stride = 4096;
-          t.out = w.scores.data() + p0 * 16;
-          t.ldo = kChunkTokens;
-          gemm::kernels::run_rows(t, block_rows);
-        }
-
-        // Online softmax (cpu/online_softmax.h); bottom-right aligned causal mask: query
-        // position sq sees keys < seqlen - s_q + sq + 1.
+        // Bottom-right aligned causal mask: query position sq sees keys < seqlen - s_q + sq + 1.
         for (int64_t r = 0; r < block_rows; ++r) {
           const int64_t visible = causal ? seqlen - s.s_q + (r0 + r) / s.h_q + 1 : seqlen;
           w.valid[static_cast<size_t>(r)] = static_cast<int32_t>(std::clamp<int64_t>(visible - t0, 0, n));
         }
-        softmax::Chunk sc;
-        sc.rows = block_rows, sc.width = kChunkTokens;
-        sc.scores = w.scores.data(), sc.ld_scores = kChunkTokens;
-        sc.valid = w.valid.data(), sc.scale = scale;
-        sc.p = w.p.data(), sc.ld_p = kChunkTokens;
-        sc.m = w.m.data() + r0, sc.l = w.l.data() + r0;
-        sc.out = out_rows + r0 * d, sc.ld_out = d, sc.out_width = d;
-        softmax::online_softmax(sc);
-
-        // O += P V.
-        for (int64_t p0 = 0; p0 < v_panels; p0 += kMaxPanels) {
-          Tile t;
-          t.panels = static_cast<int>(std::min<int64_t>(kMaxPanels, v_panels - p0));
-          t.kblocks = 1;
-          t.a = w.p.data();
-          t.lda = kChunkTokens;
-          t.a_kb_stride = kChunkTokens;
-          for (int p = 0; p < t.panels; ++p) t.b[p] = reinterpret_cast<const uint8_t*>(vt + (p0 + p) * 2048);
-          t.b_stride = 0;
-          t.out = out_rows + r0 * d + p0 * 16;
-          t.ldo = d;
-          gemm::kernels::run_rows(t, block_rows);
-        }
+        chunk::Step step;
+        step.rows = block_rows;
+        step.q = w.q.data() + r0 * kq_pad, step.key_dim = kd;
+        step.kt = w.kt.data() + c * kt_chunk_dwords, step.vt = w.vt.data() + c * vt_chunk_dwords;
+        step.v_panels = v_panels;
+        step.valid = w.valid.data(), step.scale = scale;
+        step.scores = w.scores.data(), step.p = w.p.data();
+        step.m = w.m.data() + r0, step.l = w.l.data() + r0;
+        step.out = out_rows + r0 * d, step.ld_out = d;
+        chunk::attend(step);
       }
     }
   }

@@ -8,20 +8,18 @@
 
 #include "core/convert.h"
 #include "core/error.h"
-#include "core/isa.h"
 #include "core/thread_pool.h"
 #include "core/trace.h"
-#include "gemm/tile_kernel.h"
+#include "mla/cpu/chunk_attention.h"
 #include "mla/cpu/chunk_pack.h"
-#include "mla/cpu/online_softmax.h"
 
 namespace cachalot::mla {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr int64_t kKeyChunk = 128;   // keys per online-softmax step: one k-block of P V
+using pack::kChunkTokens;
 constexpr int64_t kQueryBlock = 96;  // query rows per task: 16 of the tile kernel's 6-row tiles
-constexpr int64_t kPanelDwords = 1024;  // one 128-deep block of a 16-wide panel, as k-pairs
+using pack::kPanelDwords;
 
 struct Shape {
   int64_t queries, heads, keys, dn, dr, dv;
@@ -88,23 +86,22 @@ void row_to_bf16(const Tensor& t, const void* row, int64_t n, uint16_t* dst) {
 // (cpu/chunk_pack.h): K^T panels over the dn + dr key values, V panels over dv.
 void pack_chunk(const Shape& s, const Tensor& kv, const Tensor& k_rope, int64_t h, int64_t c, uint32_t* kt,
                 uint32_t* vt, std::vector<uint16_t>& stage) {
-  const int64_t kd = s.key_dim(), t0 = c * kKeyChunk, n = std::min(kKeyChunk, s.keys - t0);
-  stage.resize(static_cast<size_t>(kKeyChunk * std::max(kd, s.dv)));
+  const int64_t kd = s.key_dim(), t0 = c * kChunkTokens, n = std::min(kChunkTokens, s.keys - t0);
+  stage.resize(static_cast<size_t>(kChunkTokens * std::max(kd, s.dv)));
   uint16_t* rows = stage.data();
   for (int64_t i = 0; i < n; ++i) {
     row_to_bf16(kv, row_at(kv, t0 + i, h), s.dn, rows + i * kd);
     row_to_bf16(k_rope, row_at(k_rope, t0 + i, 0), s.dr, rows + i * kd + s.dn);
   }
-  std::fill(rows + n * kd, rows + kKeyChunk * kd, uint16_t{0});  // keys past the end are zero
+  std::fill(rows + n * kd, rows + kChunkTokens * kd, uint16_t{0});  // keys past the end are zero
   // The pairs past kd in each panel's last block are not written by pack_kt: zero them.
   const int64_t kq_blocks = s.kq_blocks();
   if (kd < s.kq_pad())
     for (int64_t p = 0; p < 8; ++p) std::fill_n(kt + (p * kq_blocks + kq_blocks - 1) * kPanelDwords, kPanelDwords, 0u);
-  const bool avx512 = active_isa() == Isa::kAvx512;
-  (avx512 ? pack::avx512::pack_kt : pack::portable::pack_kt)(rows, kd, kq_blocks, kt);
+  pack::pack_kt(rows, kd, kq_blocks, kt);
   for (int64_t i = 0; i < n; ++i) row_to_bf16(kv, static_cast<const char*>(row_at(kv, t0 + i, h)) + s.dn * kv.element_size(), s.dv, rows + i * s.dv);
-  std::fill(rows + n * s.dv, rows + kKeyChunk * s.dv, uint16_t{0});
-  (avx512 ? pack::avx512::pack_v : pack::portable::pack_v)(rows, s.dv, s.dv, vt);
+  std::fill(rows + n * s.dv, rows + kChunkTokens * s.dv, uint16_t{0});
+  pack::pack_v(rows, s.dv, s.dv, vt);
 }
 
 struct Scratch {
@@ -125,8 +122,8 @@ void attend_block(const Shape& s, const Tensor& q, int64_t h, int64_t q0, int64_
     row_to_bf16(q, row_at(q, q0 + r, h), kd, w.q.data() + r * kq_pad);
     std::fill_n(w.q.data() + r * kq_pad + kd, kq_pad - kd, uint16_t{0});
   }
-  w.scores.resize(static_cast<size_t>(rows * kKeyChunk));
-  w.p.resize(static_cast<size_t>(rows * kKeyChunk));
+  w.scores.resize(static_cast<size_t>(rows * kChunkTokens));
+  w.p.resize(static_cast<size_t>(rows * kChunkTokens));
   w.o.assign(static_cast<size_t>(rows * dv), 0.0f);
   w.m.assign(static_cast<size_t>(rows), kNegInf);
   w.l.assign(static_cast<size_t>(rows), 0.0f);
@@ -134,53 +131,22 @@ void attend_block(const Shape& s, const Tensor& q, int64_t h, int64_t q0, int64_
 
   const int64_t first_pos = s.keys - s.queries + q0;  // position of the block's first query
   const int64_t key_end = causal ? first_pos + rows : s.keys;
-  for (int64_t t0 = 0; t0 < key_end; t0 += kKeyChunk) {
-    const int64_t c = t0 / kKeyChunk, n = std::min(kKeyChunk, s.keys - t0);
-    std::fill(w.scores.begin(), w.scores.end(), 0.0f);
-    gemm::kernels::Tile st;
-    st.panels = gemm::kernels::kMaxPanels;
-    st.kblocks = s.kq_blocks();
-    st.last_kblock_pairs = static_cast<int>((kd - (s.kq_blocks() - 1) * 128) / 2);
-    st.a = w.q.data();
-    st.lda = kq_pad;
-    st.a_kb_stride = 128;
-    st.b_stride = kPanelDwords * 4;
-    st.ldo = kKeyChunk;
-    const uint32_t* kt_chunk = kt + c * s.kt_chunk_dwords();
-    for (int64_t p0 = 0; p0 < 8; p0 += gemm::kernels::kMaxPanels) {
-      for (int p = 0; p < gemm::kernels::kMaxPanels; ++p)
-        st.b[p] = reinterpret_cast<const uint8_t*>(kt_chunk + (p0 + p) * s.kq_blocks() * kPanelDwords);
-      st.out = w.scores.data() + p0 * 16;
-      gemm::kernels::run_rows(st, rows);
-    }
-
+  for (int64_t t0 = 0; t0 < key_end; t0 += kChunkTokens) {
+    const int64_t c = t0 / kChunkTokens, n = std::min(kChunkTokens, s.keys - t0);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t visible = causal ? first_pos + r + 1 - t0 : n;
       w.valid[static_cast<size_t>(r)] = static_cast<int32_t>(std::clamp<int64_t>(visible, 0, n));
     }
-    softmax::Chunk sc;
-    sc.rows = rows, sc.width = kKeyChunk;
-    sc.scores = w.scores.data(), sc.ld_scores = kKeyChunk;
-    sc.valid = w.valid.data(), sc.scale = scale;
-    sc.p = w.p.data(), sc.ld_p = kKeyChunk;
-    sc.m = w.m.data(), sc.l = w.l.data();
-    sc.out = w.o.data(), sc.ld_out = dv, sc.out_width = dv;
-    softmax::online_softmax(sc);
-
-    gemm::kernels::Tile pt;
-    pt.kblocks = 1;
-    pt.a = w.p.data();
-    pt.lda = kKeyChunk;
-    pt.a_kb_stride = kKeyChunk;
-    pt.b_stride = 0;
-    pt.ldo = dv;
-    const uint32_t* vt_chunk = vt + c * s.vt_chunk_dwords();
-    for (int64_t p0 = 0; p0 < s.v_panels(); p0 += gemm::kernels::kMaxPanels) {
-      pt.panels = static_cast<int>(std::min<int64_t>(gemm::kernels::kMaxPanels, s.v_panels() - p0));
-      for (int p = 0; p < pt.panels; ++p) pt.b[p] = reinterpret_cast<const uint8_t*>(vt_chunk + (p0 + p) * kPanelDwords);
-      pt.out = w.o.data() + p0 * 16;
-      gemm::kernels::run_rows(pt, rows);
-    }
+    chunk::Step step;
+    step.rows = rows;
+    step.q = w.q.data(), step.key_dim = kd;
+    step.kt = kt + c * s.kt_chunk_dwords(), step.vt = vt + c * s.vt_chunk_dwords();
+    step.v_panels = s.v_panels();
+    step.valid = w.valid.data(), step.scale = scale;
+    step.scores = w.scores.data(), step.p = w.p.data();
+    step.m = w.m.data(), step.l = w.l.data();
+    step.out = w.o.data(), step.ld_out = dv;
+    chunk::attend(step);
   }
 
   for (int64_t r = 0; r < rows; ++r) {
@@ -221,7 +187,7 @@ void mla_prefill(const Tensor& q, const Tensor& kv, const Tensor& k_rope, float 
       if (b0 >= b1) continue;
       const int64_t q_end = std::min(s.queries, b1 * kQueryBlock);
       const int64_t key_end = causal ? s.keys - s.queries + q_end : s.keys;
-      const int64_t chunks = (key_end + kKeyChunk - 1) / kKeyChunk;
+      const int64_t chunks = (key_end + kChunkTokens - 1) / kChunkTokens;
       kt.resize(static_cast<size_t>(std::max<int64_t>(1, chunks) * s.kt_chunk_dwords()));
       vt.resize(static_cast<size_t>(std::max<int64_t>(1, chunks) * s.vt_chunk_dwords()));
       for (int64_t c = 0; c < chunks; ++c)

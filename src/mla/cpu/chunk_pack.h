@@ -11,6 +11,13 @@
 
 namespace cachalot::mla::pack {
 
+inline constexpr int64_t kChunkTokens = 128;  // tokens per chunk: one k-block of P V
+inline constexpr int64_t kPanelDwords = 1024;  // one 128-deep block of a 16-wide panel, as k-pairs
+
+// Pack with the active ISA's kernel.
+void pack_kt(const uint16_t* tokens, int64_t key_dim, int64_t kq_blocks, uint32_t* kt);
+void pack_v(const uint16_t* tokens, int64_t key_dim, int64_t latent, uint32_t* vt);
+
 namespace portable {
 void pack_kt(const uint16_t* tokens, int64_t key_dim, int64_t kq_blocks, uint32_t* kt);
 void pack_v(const uint16_t* tokens, int64_t key_dim, int64_t latent, uint32_t* vt);

@@ -1,6 +1,24 @@
 #include "mla/cpu/chunk_pack.h"
 
-namespace cachalot::mla::pack::portable {
+#include "core/isa.h"
+
+namespace cachalot::mla::pack {
+
+void pack_kt(const uint16_t* tokens, int64_t key_dim, int64_t kq_blocks, uint32_t* kt) {
+  if (active_isa() == Isa::kAvx512)
+    avx512::pack_kt(tokens, key_dim, kq_blocks, kt);
+  else
+    portable::pack_kt(tokens, key_dim, kq_blocks, kt);
+}
+
+void pack_v(const uint16_t* tokens, int64_t key_dim, int64_t latent, uint32_t* vt) {
+  if (active_isa() == Isa::kAvx512)
+    avx512::pack_v(tokens, key_dim, latent, vt);
+  else
+    portable::pack_v(tokens, key_dim, latent, vt);
+}
+
+namespace portable {
 
 void pack_kt(const uint16_t* tokens, int64_t key_dim, int64_t kq_blocks, uint32_t* kt) {
   const int64_t pairs = key_dim / 2;
@@ -22,4 +40,5 @@ void pack_v(const uint16_t* tokens, int64_t key_dim, int64_t latent, uint32_t* v
   }
 }
 
-}  // namespace cachalot::mla::pack::portable
+}  // namespace portable
+}  // namespace cachalot::mla::pack
