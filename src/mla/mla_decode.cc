@@ -11,7 +11,6 @@
 #include "core/trace.h"
 #include "mla/cpu/chunk_attention.h"
 #include "mla/cpu/chunk_pack.h"
-#include "mla/cpu/token_decode.h"
 
 namespace cachalot::mla {
 namespace {
@@ -98,7 +97,7 @@ void gather_and_pack(const CacheConfig& config, const PagedKvCache& cache, const
   w.tokens.resize(static_cast<size_t>(kChunkTokens * kd));
   for (int64_t i = 0; i < n; ++i) {
     const int64_t t = t0 + i;
-    token::to_bf16(config, cache.token(table_row[t / kBlockTokens], t % kBlockTokens), w.tokens.data() + i * kd);
+    cache.read_token_bf16(table_row[t / kBlockTokens], t % kBlockTokens, w.tokens.data() + i * kd);
   }
   // Tokens past the split's end are zero keys (their probabilities are zero too).
   if (n < kChunkTokens) std::fill(w.tokens.begin() + n * kd, w.tokens.end(), 0);

@@ -8,6 +8,7 @@
 #include "core/convert.h"
 #include "core/error.h"
 #include "gemm/quantize.h"
+#include "mla/cpu/token_decode.h"
 
 namespace cachalot::mla {
 
@@ -73,6 +74,10 @@ void decode_token(const CacheConfig& config, const uint8_t* t, float* key) {
 
 void PagedKvCache::read_token(int64_t block, int64_t slot, float* key) const {
   decode_token(config_, token(block, slot), key);
+}
+
+void PagedKvCache::read_token_bf16(int64_t block, int64_t slot, uint16_t* key) const {
+  token::to_bf16(config_, token(block, slot), key);
 }
 
 void PagedKvCache::fill_token(int64_t block, int64_t slot, float value) {

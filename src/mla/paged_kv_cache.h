@@ -53,6 +53,8 @@ class PagedKvCache {
   void write_token(int64_t block, int64_t slot, const float* latent, const float* rope);
   // Reads one token back as FP32 key[latent_dim + rope_dim] (exactly what the kernels see).
   void read_token(int64_t block, int64_t slot, float* key) const;
+  // The same token as the BF16 row the kernels multiply (read_token's values rounded to BF16).
+  void read_token_bf16(int64_t block, int64_t slot, uint16_t* key) const;
   // Fills a whole token's bytes (tests poison unused slots with NaN to catch stray reads).
   void fill_token(int64_t block, int64_t slot, float value);
 

@@ -267,16 +267,16 @@ void Attention::attend_expanded(const Tensor& q, const BatchLayout& layout, std:
   const int64_t heads = c.num_attention_heads, latent = c.kv_lora_rank, rope = c.qk_rope_head_dim,
                 per_head = c.qk_nope_head_dim + c.v_head_dim, v = c.v_head_dim;
   Tensor values3 = values.reshape({values.size(0), heads, v});
-  std::vector<float> token(static_cast<size_t>(latent + rope));
+  std::vector<uint16_t> token(static_cast<size_t>(latent + rope));
   for (const int64_t s : seqs) {
     const int64_t r0 = layout.seq_begin[s], queries = layout.seq_begin[s + 1] - r0, keys = layout.start[s] + queries;
     // Every key's latent and roped key as the cache holds them.
     Tensor latents = Tensor::empty(DType::kBF16, {keys, latent});
     Tensor k_rope = Tensor::empty(DType::kBF16, {keys, rope});
     for (int64_t t = 0; t < keys; ++t) {
-      cache.read_token(layout.block_table[s][t / mla::kBlockTokens], t % mla::kBlockTokens, token.data());
-      convert(token.data(), latents.mutable_data<bf16>() + t * latent, static_cast<size_t>(latent));
-      convert(token.data() + latent, k_rope.mutable_data<bf16>() + t * rope, static_cast<size_t>(rope));
+      cache.read_token_bf16(layout.block_table[s][t / mla::kBlockTokens], t % mla::kBlockTokens, token.data());
+      std::copy_n(token.data(), latent, reinterpret_cast<uint16_t*>(latents.mutable_data<bf16>()) + t * latent);
+      std::copy_n(token.data() + latent, rope, reinterpret_cast<uint16_t*>(k_rope.mutable_data<bf16>()) + t * rope);
     }
     const Tensor q_seq = q.slice(0, r0, r0 + queries);
     Tensor out_seq = values3.slice(0, r0, r0 + queries);

@@ -10,7 +10,6 @@
 #include "core/convert.h"
 #include "core/error.h"
 #include "core/isa.h"
-#include "mla/cpu/token_decode.h"
 
 namespace cachalot::mla {
 namespace {
@@ -192,13 +191,13 @@ TEST(MlaDecode, Fp8TokensBecomeTheSameBf16KeysOnEveryIsa) {
     std::vector<float> f32(static_cast<size_t>(config.key_dim()));
     std::vector<uint16_t> got(f32.size());
     for (int64_t t = 0; t < 70; ++t) {
-      const uint8_t* tok = b.cache->token(b.block_table.at<int32_t>(0, t / kBlockTokens), t % kBlockTokens);
-      decode_token(config, tok, f32.data());
-      token::to_bf16(config, tok, got.data());
+      const int32_t block = b.block_table.at<int32_t>(0, t / kBlockTokens);
+      b.cache->read_token(block, t % kBlockTokens, f32.data());
+      b.cache->read_token_bf16(block, t % kBlockTokens, got.data());
       for (size_t i = 0; i < f32.size(); ++i) ASSERT_EQ(got[i], float_to_bf16(f32[i]).bits) << "token " << t << " value " << i;
       if (cpu_features().has_avx512_kernels()) {
         set_active_isa(Isa::kPortable);
-        token::to_bf16(config, tok, got.data());
+        b.cache->read_token_bf16(block, t % kBlockTokens, got.data());
         set_active_isa(Isa::kAvx512);
         for (size_t i = 0; i < f32.size(); ++i) ASSERT_EQ(got[i], float_to_bf16(f32[i]).bits) << "portable, token " << t;
       }
