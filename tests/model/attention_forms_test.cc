@@ -10,6 +10,7 @@
 #include "model/attention.h"
 #include "model/model.h"
 #include "model/weights.h"
+#include "tests/model/golden.h"
 #include "tests/support/test_support.h"
 
 namespace cachalot::model {
@@ -67,14 +68,9 @@ Batch make_batch(const std::vector<std::pair<int64_t, int64_t>>& seqs) {
   return b;
 }
 
-double cosine(const Tensor& a, const Tensor& b, int64_t row0 = 0, int64_t row1 = -1) {
-  const int64_t w = a.size(1), r1 = row1 < 0 ? a.size(0) : row1;
-  double ab = 0, aa = 0, bb = 0;
-  for (int64_t i = row0 * w; i < r1 * w; ++i) {
-    const double x = a.data<float>()[i], y = b.data<float>()[i];
-    ab += x * y, aa += x * x, bb += y * y;
-  }
-  return ab / std::sqrt(aa * bb);
+// Cosine of two outputs as whole vectors (golden.h's, on a Tensor pair).
+double cosine(const Tensor& a, const Tensor& b) {
+  return testing::cosine(a.data<float>(), std::vector<double>(b.data<float>(), b.data<float>() + b.numel()));
 }
 
 bool same_rows(const Tensor& a, int64_t a_row, const Tensor& b, int64_t b_row, int64_t rows) {
@@ -85,7 +81,7 @@ bool same_rows(const Tensor& a, int64_t a_row, const Tensor& b, int64_t b_row, i
 class AttentionForms : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string dir = testing::fixture_path("tiny-dsv3");
+    const std::string dir = cachalot::testing::fixture_path("tiny-dsv3");
     if (dir.empty()) GTEST_SKIP() << "fixture tiny-dsv3 not found";
     layer_ = load_layer(dir);
   }
