@@ -27,6 +27,26 @@ template <typename Load> void add_scaled_with(float* y, float w, size_t n, Load 
   }
 }
 
+// 64 floats (four registers, independent sums) per step while a full step fits, then 16 with
+// the tail masked; per element the same sum as the portable loop.
+template <typename Load> void weighted_sum_with(float* y, const float* w, size_t rows, size_t n, Load load) {
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (size_t r = 0; r < rows; ++r) {
+      const __m512 vw = _mm512_set1_ps(w[r]);
+      for (int v = 0; v < 4; ++v) acc[v] = _mm512_add_ps(acc[v], _mm512_mul_ps(vw, load(r, i + 16 * v, __mmask16(0xffff))));
+    }
+    for (int v = 0; v < 4; ++v) _mm512_storeu_ps(y + i + 16 * v, acc[v]);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    __m512 acc = _mm512_setzero_ps();
+    for (size_t r = 0; r < rows; ++r) acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(w[r]), load(r, i, m)));
+    _mm512_mask_storeu_ps(y + i, m, acc);
+  }
+}
+
 }  // namespace
 
 void add_scaled(float* y, const float* x, float w, size_t n) {
@@ -34,6 +54,36 @@ void add_scaled(float* y, const float* x, float w, size_t n) {
 }
 void add_scaled(float* y, const bf16* x, float w, size_t n) {
   add_scaled_with(y, w, n, [&](size_t i, __mmask16 m) { return load_bf16(x + i, m); });
+}
+
+void weighted_sum(float* y, const float* const* x, const float* w, size_t rows, size_t n) {
+  weighted_sum_with(y, w, rows, n, [&](size_t r, size_t i, __mmask16 m) { return _mm512_maskz_loadu_ps(m, x[r] + i); });
+}
+void weighted_sum(float* y, const bf16* const* x, const float* w, size_t rows, size_t n) {
+  weighted_sum_with(y, w, rows, n, [&](size_t r, size_t i, __mmask16 m) { return load_bf16(x[r] + i, m); });
+}
+
+float abs_max(const float* x, size_t n) {
+  // max(|x|, m) keeps m where |x| is NaN (vmaxps returns its second operand on NaN), like the
+  // portable loop; the four running maxima are never NaN, so their order does not matter.
+  const __m512 magnitude = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  __m512 m[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64)
+    for (int v = 0; v < 4; ++v)
+      m[v] = _mm512_mask_max_ps(m[v], 0xffff, _mm512_and_ps(_mm512_loadu_ps(x + i + 16 * v), magnitude), m[v]);
+  for (; i < n; i += 16) {
+    const __mmask16 k = tail_mask(n - i);
+    m[0] = _mm512_mask_max_ps(m[0], k, _mm512_and_ps(_mm512_maskz_loadu_ps(k, x + i), magnitude), m[0]);
+  }
+  // Lanes reduced through memory, and masked max forms: GCC 12's _mm512_max_ps and
+  // _mm512_reduce_max_ps warn about their own undefined operands (-Wuninitialized) here.
+  float lanes[4][16];
+  for (int v = 0; v < 4; ++v) _mm512_storeu_ps(lanes[v], m[v]);
+  float result = 0.0f;
+  for (const auto& lane : lanes)
+    for (const float v : lane) result = v > result ? v : result;
+  return result;
 }
 
 }  // namespace cachalot::vector_kernels::avx512

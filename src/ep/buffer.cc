@@ -46,12 +46,36 @@ std::vector<int32_t> tokens_per_local_expert(const Tensor& local_topk_idx, int64
   return count;
 }
 
-void add_row(float* y, const Tensor& rows, int64_t row, float w) {
-  const int64_t h = rows.size(-1);
-  if (rows.dtype() == DType::kBF16)
-    add_scaled(y, rows.data<bf16>() + row * h, w, static_cast<size_t>(h));
-  else
-    add_scaled(y, rows.data<float>() + row * h, w, static_cast<size_t>(h));
+void RowSums::add(int64_t out, const Tensor& rows, int64_t row, float w) {
+  CACHALOT_ASSERT(out >= 0 && out < outputs_ && rows.size(-1) == hidden_);
+  CACHALOT_ASSERT(entries_.empty() || rows.dtype() == dtype_);
+  dtype_ = rows.dtype();
+  entries_.push_back({out, static_cast<const std::byte*>(rows.raw_data()) + row * hidden_ * rows.element_size(), w});
+}
+
+Tensor RowSums::sum() const {
+  // Entries grouped by output row, keeping their order (a stable counting sort).
+  std::vector<size_t> start(static_cast<size_t>(outputs_) + 1, 0);
+  for (const Entry& e : entries_) ++start[e.out + 1];
+  for (int64_t o = 0; o < outputs_; ++o) start[o + 1] += start[o];
+  std::vector<const void*> rows(entries_.size());
+  std::vector<float> weights(entries_.size());
+  std::vector<size_t> next(start.begin(), start.end() - 1);
+  for (const Entry& e : entries_) {
+    rows[next[e.out]] = e.row;
+    weights[next[e.out]++] = e.w;
+  }
+  Tensor y = Tensor::empty(DType::kF32, {outputs_, hidden_});
+  float* out = y.mutable_data<float>();
+  const size_t h = static_cast<size_t>(hidden_);
+  for (int64_t o = 0; o < outputs_; ++o) {
+    const size_t first = start[o], count = start[o + 1] - first;
+    if (dtype_ == DType::kBF16)
+      weighted_sum(out + o * hidden_, reinterpret_cast<const bf16* const*>(rows.data() + first), weights.data() + first, count, h);
+    else
+      weighted_sum(out + o * hidden_, reinterpret_cast<const float* const*>(rows.data() + first), weights.data() + first, count, h);
+  }
+  return y;
 }
 
 }  // namespace detail
@@ -366,7 +390,7 @@ Tensor PendingNormalCombine::receive() {
   const int world = t.world_size();
   // Sum in rank order: token t's rows come from the ranks that hold it, in ascending order.
   const int64_t tokens = handle_.num_tokens, hidden = hidden_;
-  Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
+  detail::RowSums sums(tokens, hidden);
   for (int src = 0; src < world; ++src) {
     const std::span<const std::byte> m = t.received(slot_, src);
     const MessageHeader h = read_header(m);
@@ -375,11 +399,11 @@ Tensor PendingNormalCombine::receive() {
     for (int64_t tok = 0; tok < tokens; ++tok) {
       if (!handle_.is_token_in_rank[tok * world + src]) continue;
       CACHALOT_CHECK_ARG(i < h.rows, "ep combine: rank {} returned {} rows, fewer than it received", src, h.rows);
-      detail::add_row(y.mutable_data<float>() + tok * hidden, rows, i++, 1.0f);
+      sums.add(tok, rows, i++, 1.0f);
     }
     CACHALOT_CHECK_ARG(i == h.rows, "ep combine: rank {} returned {} rows for {} tokens", src, h.rows, i);
   }
-  return y;
+  return sums.sum();
 }
 
 size_t Buffer::normal_slot_bytes(int world, int64_t tokens, int64_t hidden, int64_t k, size_t dispatch_elem,

@@ -19,8 +19,27 @@ std::vector<int32_t> read_topk(const Tensor& topk_idx, int64_t num_experts, cons
 int64_t experts_per_rank(int64_t num_experts, int world, const char* what);
 // How many received rows chose each local expert (ids in an I32 [rows, K] tensor; -1 skipped).
 std::vector<int32_t> tokens_per_local_expert(const Tensor& local_topk_idx, int64_t local_experts);
-// y += w * rows[row] for an F32 or BF16 [rows, H] tensor.
-void add_row(float* y, const Tensor& rows, int64_t row, float w);
+// A combine's sums: each output row is the weighted sum of some received rows, in the order they
+// were added. Rows are collected first and each output row is then written once (weighted_sum),
+// instead of reading and writing it again for every source (outputs of thousands of tokens x
+// 7168 floats do not stay in cache between sources). Outputs with no rows are zeros.
+class RowSums {
+ public:
+  RowSums(int64_t outputs, int64_t hidden) : outputs_(outputs), hidden_(hidden) {}
+  // Adds w * rows[row] (an F32 or BF16 [., hidden] tensor whose memory outlives sum()) to `out`.
+  void add(int64_t out, const Tensor& rows, int64_t row, float w);
+  Tensor sum() const;  // F32 [outputs, hidden]
+
+ private:
+  struct Entry {
+    int64_t out;
+    const std::byte* row;
+    float w;
+  };
+  int64_t outputs_, hidden_;
+  DType dtype_ = DType::kF32;
+  std::vector<Entry> entries_;
+};
 
 // Writes one message per destination into its region (at rank * region): fill(dst, window)
 // with sizes[dst] bytes, or, if any message would not fit its region, an overflow header to

@@ -205,7 +205,7 @@ Tensor Buffer::receive_internode_combine(PendingNormalCombine& p) {
   const DispatchHandle& h = p.handle_;
   // As forwarder: each forwarded row's sum over the ranks of this node it went to, in rank order.
   const int64_t forwarded = h.forward_begin.back();
-  Tensor partial = Tensor::zeros(DType::kF32, {forwarded, hidden});
+  detail::RowSums partial_sums(forwarded, hidden);
   std::vector<Tensor> from(static_cast<size_t>(per_node));
   std::vector<int64_t> next(static_cast<size_t>(per_node), 0);
   for (int r = 0; r < per_node; ++r) {
@@ -216,11 +216,12 @@ Tensor Buffer::receive_internode_combine(PendingNormalCombine& p) {
     for (int r = 0; r < per_node; ++r) {
       if (!h.forwarded_to[j * per_node + r]) continue;
       if (!(next[r] < from[r].size(0))) raise(ErrorKind::kInternal, "ep combine: rank {} returned too few rows", first + r);
-      detail::add_row(partial.mutable_data<float>() + j * hidden, from[r], next[r]++, 1.0f);
+      partial_sums.add(j, from[r], next[r]++, 1.0f);
     }
   for (int r = 0; r < per_node; ++r)
     if (!(next[r] == from[r].size(0))) raise(ErrorKind::kInternal, "ep combine: rank {} returned {} rows for {}", first + r,
                    from[r].size(0), next[r]);
+  const Tensor partial = partial_sums.sum();
   // Hop 2: one row per token back to its source (rank `local` of each node), in the dtype the
   // experts returned.
   Tensor back = partial;
@@ -244,7 +245,7 @@ Tensor Buffer::receive_internode_combine(PendingNormalCombine& p) {
   post_regions(p.slot_);
   complete_round(p.slot_, "combine (between nodes)");
   // As source: each token's rows from the nodes holding its experts, summed in node order.
-  Tensor y = Tensor::zeros(DType::kF32, {h.num_tokens, hidden});
+  detail::RowSums sums(h.num_tokens, hidden);
   for (int n = 0; n < nodes; ++n) {
     const std::span<const std::byte> m = t.received(p.slot_, n * per_node + local);
     const int64_t rows = read_header(m).rows;
@@ -254,11 +255,11 @@ Tensor Buffer::receive_internode_combine(PendingNormalCombine& p) {
       const uint8_t* in = h.is_token_in_rank.data() + tok * world + n * per_node;
       if (std::none_of(in, in + per_node, [](uint8_t v) { return v != 0; })) continue;
       if (!(i < rows)) raise(ErrorKind::kInternal, "ep combine: node {} returned {} rows, too few", n, rows);
-      detail::add_row(y.mutable_data<float>() + tok * hidden, part, i++, 1.0f);
+      sums.add(tok, part, i++, 1.0f);
     }
     if (!(i == rows)) raise(ErrorKind::kInternal, "ep combine: node {} returned {} rows for {} tokens", n, rows, i);
   }
-  return y;
+  return sums.sum();
 }
 
 }  // namespace cachalot::ep

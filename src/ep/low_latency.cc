@@ -188,7 +188,7 @@ Tensor PendingCombine::receive() {
   const LowLatencyHandle& h = handle_;
   const int64_t tokens = h.num_tokens, k = h.topk_idx.size(1), hidden = h.hidden, per = h.num_experts / world;
   const std::vector<int32_t> topk(h.topk_idx.data<int32_t>(), h.topk_idx.data<int32_t>() + tokens * k);
-  Tensor y = Tensor::zeros(DType::kF32, {tokens, hidden});
+  detail::RowSums sums(tokens, hidden);
   for (int dst = 0; dst < world; ++dst) {
     // The outputs come back in the order this rank sent the pairs.
     const std::vector<Pair> pairs = pairs_for(topk, k, dst, per);
@@ -197,10 +197,9 @@ Tensor PendingCombine::receive() {
                        dst, read_header(m).rows, pairs.size());
     const Tensor view = Tensor::view(m.data() + sizeof(MessageHeader), dtype_, {static_cast<int64_t>(pairs.size()), hidden}, nullptr);
     for (size_t i = 0; i < pairs.size(); ++i)
-      detail::add_row(y.mutable_data<float>() + pairs[i].token * hidden, view, static_cast<int64_t>(i),
-                      topk_weights.data<float>()[pairs[i].token * k + pairs[i].slot]);
+      sums.add(pairs[i].token, view, static_cast<int64_t>(i), topk_weights.data<float>()[pairs[i].token * k + pairs[i].slot]);
   }
-  return y;
+  return sums.sum();
 }
 
 Tensor Buffer::reusable(int slot, int which, DType dtype, Dims shape) {

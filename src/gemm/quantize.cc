@@ -7,6 +7,7 @@
 #include "core/convert.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "core/vector_ops.h"
 
 namespace cachalot::gemm {
 namespace {
@@ -38,11 +39,7 @@ void load_row(const Tensor& x, int64_t r, float* out) {
 
 }  // namespace
 
-float group_amax(const float* x, int64_t n) {
-  float m = 0;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
-  return m;
-}
+float group_amax(const float* x, int64_t n) { return abs_max(x, static_cast<size_t>(n)); }
 
 float quantize_group(const float* x, int64_t n, float amax, fp8_e4m3* out, ScaleFormat format) {
   amax = std::max(amax, kMinAmax);
