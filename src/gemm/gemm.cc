@@ -49,6 +49,23 @@ DecodedA decode_fp8_rows(const Tensor& a2, int64_t kblocks) {
                                [&](int64_t r, bf16* row) { convert(src + r * ld, row, static_cast<size_t>(k)); });
 }
 
+// The valid rows of a masked layout [G, M_max, K], packed in group order: group g's rows are
+// decoded rows first[g] .. first[g] + masked_m[g], from rows source[.] of the [G * M_max, K] view.
+// Only these are decoded: a low-latency EP receive has M_max = ranks x max tokens per expert and
+// a few valid rows in each, so decoding all of it cost far more than the GEMM.
+struct MaskedRows {
+  std::vector<int64_t> first, source;
+};
+MaskedRows masked_rows(const int32_t* counts, int64_t groups, int64_t m_max) {
+  MaskedRows m;
+  m.first.assign(static_cast<size_t>(groups) + 1, 0);
+  for (int64_t g = 0; g < groups; ++g) {
+    m.first[g + 1] = m.first[g] + counts[g];
+    for (int64_t i = 0; i < counts[g]; ++i) m.source.push_back(g * m_max + i);
+  }
+  return m;
+}
+
 void check(bool ok, const char* op, const std::string& what) {
   if (!ok) raise(ErrorKind::kInvalidArgument, "{}: {}", op, what);
 }
@@ -159,10 +176,15 @@ void gemm_fp8_grouped_masked(const Tensor& a, const Tensor& sa, const PackedWeig
   for (int64_t g = 0; g < groups; ++g)
     check(counts[g] >= 0 && counts[g] <= m_max, op,
           fmt::format("masked_m[{}] = {} is outside [0, {}]", g, counts[g], m_max));
-  const DecodedA decoded = decode_fp8_rows(a.reshape({groups * m_max, a.size(2)}), b.kblocks());
+  const MaskedRows rows = masked_rows(counts, groups, m_max);
+  const auto* src = a.data<fp8_e4m3>();
+  const int64_t k = a.size(2), ld = a.stride(1);
+  const DecodedA decoded = decode_rows(rows.first.back(), k, b.kblocks(), [&](int64_t r, bf16* row) {
+    convert(src + rows.source[r] * ld, row, static_cast<size_t>(k));
+  });
   std::vector<Problem> problems;
   for (int64_t g = 0; g < groups; ++g)
-    problems.push_back(make_problem(counts[g], decoded, g * m_max, sa.data<float>() + g * m_max * b.kblocks(),
+    problems.push_back(make_problem(counts[g], decoded, rows.first[g], sa.data<float>() + g * m_max * b.kblocks(),
                                     b.kblocks(), g, d, g * d.stride(0), d.stride(1), c, c ? g * c->stride(0) : 0,
                                     c ? c->stride(1) : 0));
   detail::run(b, problems);
@@ -201,13 +223,14 @@ void gemm_bf16_grouped_masked(const Tensor& a, const PackedWeights& b, const Ten
   for (int64_t g = 0; g < groups; ++g)
     check(counts[g] >= 0 && counts[g] <= m_max, op,
           fmt::format("masked_m[{}] = {} is outside [0, {}]", g, counts[g], m_max));
+  const MaskedRows rows = masked_rows(counts, groups, m_max);
   const auto* src = a.data<bf16>();
-  const DecodedA padded = decode_rows(groups * m_max, k, b.kblocks(), [&](int64_t r, bf16* row) {
-    std::memcpy(row, src + r * k, static_cast<size_t>(k) * sizeof(bf16));
+  const DecodedA padded = decode_rows(rows.first.back(), k, b.kblocks(), [&](int64_t r, bf16* row) {
+    std::memcpy(row, src + rows.source[r] * k, static_cast<size_t>(k) * sizeof(bf16));
   });
   std::vector<Problem> problems;
   for (int64_t g = 0; g < groups; ++g)
-    problems.push_back(make_problem(counts[g], padded, g * m_max, nullptr, 0, g, d, g * d.stride(0), d.stride(1), c,
+    problems.push_back(make_problem(counts[g], padded, rows.first[g], nullptr, 0, g, d, g * d.stride(0), d.stride(1), c,
                                     c ? g * c->stride(0) : 0, c ? c->stride(1) : 0));
   detail::run(b, problems);
 }
