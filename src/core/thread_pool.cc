@@ -100,6 +100,9 @@ ThreadPool& ThreadPool::global() {
 
 bool ThreadPool::in_parallel_region() { return t_in_parallel; }
 
+ThreadPool::InlineScope::InlineScope() : previous_(t_in_parallel) { t_in_parallel = true; }
+ThreadPool::InlineScope::~InlineScope() { t_in_parallel = previous_; }
+
 void ThreadPool::run(int64_t begin, int64_t end, int64_t grain, Schedule schedule, Invoke invoke,
                      void* ctx) {
   CACHALOT_CHECK_ARG(grain >= 1, "parallel_for grain must be >= 1, got {}", grain);

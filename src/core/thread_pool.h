@@ -47,8 +47,24 @@ class ThreadPool {
 
   // The process-wide pool: CACHALOT_NUM_THREADS threads, else one per CPU this process may use.
   static ThreadPool& global();
-  // True while the current thread runs a parallel_for body (of any pool).
+  // True while the current thread runs a parallel_for body (of any pool) or holds an
+  // InlineScope.
   static bool in_parallel_region();
+
+  // While alive, parallel_for calls made on this thread run inline, as nested ones do. For
+  // threads that are themselves parallel workers (EP ranks as threads, as many as the cores):
+  // their kernels would otherwise all queue on the one global pool, each rank waiting for the
+  // pool's worker while the other ranks need the same cores.
+  class InlineScope {
+   public:
+    InlineScope();
+    ~InlineScope();
+    InlineScope(const InlineScope&) = delete;
+    InlineScope& operator=(const InlineScope&) = delete;
+
+   private:
+    bool previous_;
+  };
 
  private:
   using Invoke = void (*)(void*, int64_t, int64_t, int);

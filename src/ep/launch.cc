@@ -7,10 +7,12 @@
 #include <atomic>
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <thread>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/thread_pool.h"
 #include "core/trace.h"
 #include "ep/shared_memory_transport.h"
 
@@ -50,6 +52,9 @@ void LocalRanks::run(const std::function<void(Transport&)>& job) {
 
 void LocalRanks::thread_main(int rank, std::string name) {
   trace::set_thread_name(fmt::format("{} {}", name, rank));
+  // As many ranks as cores: each rank runs its kernels on its own thread (see InlineScope).
+  std::optional<ThreadPool::InlineScope> inline_kernels;
+  if (world_size() >= available_cpus()) inline_kernels.emplace();
   uint64_t seen = 0;
   for (;;) {
     const std::function<void(Transport&)>* job = nullptr;

@@ -75,6 +75,34 @@ TEST(ThreadPool, NestedCallsRunInlineWithoutDeadlock) {
   EXPECT_FALSE(ThreadPool::in_parallel_region());
 }
 
+TEST(ThreadPool, InlineScopeRunsCallsOnTheCallingThreadUntilItEnds) {
+  ThreadPool pool(4);
+  const std::thread::id me = std::this_thread::get_id();
+  {
+    ThreadPool::InlineScope scope;
+    EXPECT_TRUE(ThreadPool::in_parallel_region());
+    int calls = 0;
+    pool.parallel_for(0, 1000, [&](int64_t b, int64_t e, int t) {
+      EXPECT_EQ(std::this_thread::get_id(), me);
+      EXPECT_EQ(t, 0);
+      EXPECT_EQ(b, 0);  // static: the whole range at once
+      EXPECT_EQ(e, 1000);
+      ++calls;
+    });
+    EXPECT_EQ(calls, 1);
+    {
+      ThreadPool::InlineScope nested;  // scopes nest; the outer one still holds after
+    }
+    EXPECT_TRUE(ThreadPool::in_parallel_region());
+  }
+  EXPECT_FALSE(ThreadPool::in_parallel_region());
+  std::atomic<int> other_threads{0};
+  pool.parallel_for(0, 4, [&](int64_t, int64_t, int) {
+    if (std::this_thread::get_id() != me) other_threads.fetch_add(1);
+  });
+  EXPECT_EQ(other_threads.load(), 3);  // the pool's workers take part again
+}
+
 TEST(ThreadPool, ExceptionsReachTheCallerAndThePoolSurvives) {
   ThreadPool pool(4);
   for (auto schedule : {Schedule::kStatic, Schedule::kDynamic}) {
