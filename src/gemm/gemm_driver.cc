@@ -85,7 +85,7 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
 
   if (fp8 && pr.m <= kDirectRows) {
     // Memory-bound: stream the FP8 panels once, decoding in registers.
-    s.out.assign(static_cast<size_t>(pr.m * width), 0.0f);
+    s.out.resize(static_cast<size_t>(pr.m * width));
     t.rows = static_cast<int>(pr.m);
     t.kblocks = b.kblocks();
     t.a = pr.a;
@@ -94,6 +94,7 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
     t.b_stride = b.panel_stride(first_panel);
     for (int64_t p = 0; p < panels; ++p) t.b[p] = b.panel(pr.group, first_panel + p);
     t.out = s.out.data();
+    t.store_first = true;
     run_tile(t);
     store_rows(pr, 0, pr.m, col0, cols, s.out.data(), width);
     return;
@@ -110,15 +111,15 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
   t.prefetch_a = pr.m * b.kblocks() * 128 * 2 > kPrefetchActivationBytes;
   for (int64_t m0 = 0; m0 < pr.m; m0 += kRowsPerBlock) {
     const int64_t rows = std::min(kRowsPerBlock, pr.m - m0);
-    std::fill_n(s.out.data(), rows * width, 0.0f);
     for (int64_t kb = 0; kb < b.kblocks(); ++kb) {
-      if (fp8 && kb + 1 < b.kblocks()) {
-        // The chunk's next k-block (panels x 2 KiB, contiguous) is on its way while this one
-        // is decoded and used: for few rows the block's compute is too short to hide DRAM.
-        const uint8_t* next = b.panel(pr.group, first_panel) + (kb + 1) * b.panel_stride(first_panel);
-        for (int64_t off = 0; off < b.panel_stride(first_panel); off += 64) __builtin_prefetch(next + off);
-      }
       Tile tk = t;
+      tk.store_first = kb == 0;
+      // The chunk's next k-block (panels x 2 KiB, contiguous) is on its way while this one
+      // is decoded and used: the row tiles below prefetch it a few lines each.
+      const uint8_t* next = fp8 && kb + 1 < b.kblocks()
+                                ? b.panel(pr.group, first_panel) + (kb + 1) * b.panel_stride(first_panel)
+                                : nullptr;
+      const int64_t next_bytes = next ? b.panel_stride(first_panel) : 0;
       for (int64_t p = 0; p < panels; ++p) {
         const uint8_t* src = b.panel(pr.group, first_panel + p) + kb * b.panel_stride(first_panel);
         if (fp8) {
@@ -142,6 +143,11 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
         tk.a = pr.a + (m0 + r0) * 128 + kb * pr.a_kb_stride;
         tk.sa = pr.sa ? pr.sa + (m0 + r0) * pr.ldsa + kb : nullptr;
         tk.out = s.out.data() + r0 * width;
+        // This call's share of the next k-block's lines, in proportion to its rows.
+        const int64_t from = next_bytes * r0 / rows / 64 * 64;
+        const int64_t to = next_bytes * (r0 + h * tk.row_tiles) / rows / 64 * 64;
+        tk.prefetch_b = next ? next + from : nullptr;
+        tk.prefetch_b_bytes = r0 + h * tk.row_tiles == rows ? next_bytes - from : to - from;
         run_tile(tk);
         r0 += h * tk.row_tiles;
       }

@@ -45,6 +45,15 @@ struct Tile {
   // activations too large to stay in cache, which the hardware prefetcher alone left the kernel
   // waiting on (8192 x 4096 x 7168 ran at 0.53 TFLOPS, 0.73 with it). A small A loses ~3%.
   bool prefetch_a = false;
+  // The tile's first k-block stores its scaled sums into `out` instead of adding them, so `out`
+  // need not be zeroed first (a pass over the FP32 block and a load per element saved). Same
+  // bits: 0 + x == x for every x the sums can produce (they are never -0).
+  bool store_first = false;
+  // Bytes to prefetch (from DRAM) while the call runs, spread over its stacked tiles a line every
+  // few steps: the blocked GEMM path's next k-block of FP8 weights. Issued all at once between
+  // calls they overflowed the miss buffers and stalled (~4% of a 128 x 32768 x 512 GEMM).
+  const uint8_t* prefetch_b = nullptr;
+  int64_t prefetch_b_bytes = 0;
 };
 
 // Runs the tile with the kernel of the active ISA (core/isa.h).

@@ -43,7 +43,9 @@ class GemmIsaTest : public ::testing::TestWithParam<Isa> {
 };
 
 // Every shape family: the kernel equals the scalar same-order reference bit for bit, and the
-// float64 product of the same FP8 values to FP32 accuracy.
+// float64 product of the same FP8 values to FP32 accuracy. The shapes run one after another on
+// the same per-thread scratch, which is not zeroed (Tile::store_first): a first k-block that
+// added into it instead of storing would show here.
 TEST_P(GemmIsaTest, Fp8MatchesTheSameOrderReferenceExactly) {
   const int64_t shapes[][3] = {{1, 16, 128},  {1, 17, 200},  {2, 100, 64},  {3, 160, 384}, {4, 257, 130},
                                {5, 64, 256},  {7, 33, 129},  {16, 96, 300}, {47, 80, 128}, {49, 129, 257},

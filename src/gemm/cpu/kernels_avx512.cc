@@ -3,6 +3,7 @@
 // for every E4M3 value. Templates fix the tile shape so accumulators stay in registers.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <array>
 #include <utility>
 
@@ -43,15 +44,24 @@ void tile_kernel(const Tile& t) {
   const int64_t kblocks = t.kblocks;
   const int last_pairs = t.last_kblock_pairs;
   const bool prefetch_rows = t.prefetch_a;
+  const bool store_first = t.store_first;
   const uint8_t* b_base[kPanels];
   const float* sb_base[kPanels];
   for (int pn = 0; pn < kPanels; ++pn) b_base[pn] = t.b[pn], sb_base[pn] = t.sb[pn];
+  const uint8_t* const prefetch_b = t.prefetch_b;
+  const int64_t pf_lines = t.prefetch_b ? (t.prefetch_b_bytes + 63) / 64 : 0;
+  const int64_t pf_lines_per_tile = (pf_lines + t.row_tiles - 1) / t.row_tiles;
   DecodeTable table{};
   if constexpr (kFp8) table = load_decode_table();
   for (int64_t tile = 0; tile < t.row_tiles; ++tile) {
     const uint16_t* const a_base = t.a + tile * kRows * lda;
     const float* const sa_base = t.sa ? t.sa + tile * kRows * ldsa : nullptr;
     float* const out_base = t.out + tile * kRows * ldo;
+    // This tile's share of Tile::prefetch_b: lines [pf_first, pf_end).
+    const int64_t pf_first = tile * pf_lines_per_tile;
+    const int64_t pf_end = std::min(pf_lines, pf_first + pf_lines_per_tile);
+    for (int64_t line = pf_first; line < pf_end; ++line)
+      _mm_prefetch(reinterpret_cast<const char*>(prefetch_b + line * 64), _MM_HINT_T0);
     for (int64_t kb = 0; kb < kblocks; ++kb) {
       __m512 acc[kRows][kPanels];
 #pragma GCC unroll 8
@@ -89,6 +99,7 @@ void tile_kernel(const Tile& t) {
           for (int pn = 0; pn < kPanels; ++pn) acc[r][pn] = _mm512_dpbf16_ps(acc[r][pn], av, (__m512bh)b[pn]);
         }
       }
+      const bool store = store_first && kb == 0;
       float sb[kPanels];
 #pragma GCC unroll 4
       for (int pn = 0; pn < kPanels; ++pn) sb[pn] = sb_base[pn] ? sb_base[pn][kb] : 1.0f;
@@ -99,7 +110,11 @@ void tile_kernel(const Tile& t) {
 #pragma GCC unroll 4
         for (int pn = 0; pn < kPanels; ++pn) {
           const __m512 s = _mm512_set1_ps(sa * sb[pn]);
-          _mm512_storeu_ps(out + pn * 16, _mm512_add_ps(_mm512_loadu_ps(out + pn * 16), _mm512_mul_ps(s, acc[r][pn])));
+          const __m512 scaled = _mm512_mul_ps(s, acc[r][pn]);
+          if (store)
+            _mm512_storeu_ps(out + pn * 16, scaled);
+          else
+            _mm512_storeu_ps(out + pn * 16, _mm512_add_ps(_mm512_loadu_ps(out + pn * 16), scaled));
         }
       }
     }

@@ -53,7 +53,11 @@ void run_one_tile(const Tile& t) {
       for (int pn = 0; pn < t.panels; ++pn) {
         const float s = sa * (t.sb[pn] ? t.sb[pn][kb] : 1.0f);
         float* out = t.out + r * t.ldo + pn * kLanes;
-        for (int lane = 0; lane < kLanes; ++lane) out[lane] += s * p[r][pn][lane];
+        if (t.store_first && kb == 0) {
+          for (int lane = 0; lane < kLanes; ++lane) out[lane] = s * p[r][pn][lane];
+        } else {
+          for (int lane = 0; lane < kLanes; ++lane) out[lane] += s * p[r][pn][lane];
+        }
       }
     }
   }
