@@ -46,6 +46,10 @@ void convert(const fp8_e5m2* src, float* dst, size_t n) {
   map(src, dst, n, [&](fp8_e5m2 v) { return table[v.bits]; });
 }
 
+void convert_scaled(const float* src, float scale, fp8_e4m3* dst, size_t n) {
+  map(src, dst, n, [scale](float v) { return float_to_fp8_e4m3(v * scale); });
+}
+
 }  // namespace convert_kernels::portable
 
 #define CACHALOT_DISPATCH_CONVERT(Src, Dst)                                              \
@@ -58,6 +62,10 @@ CACHALOT_DISPATCH_CONVERT(bf16, float)
 CACHALOT_DISPATCH_CONVERT(float, fp16)
 CACHALOT_DISPATCH_CONVERT(fp16, float)
 CACHALOT_DISPATCH_CONVERT(float, fp8_e4m3)
+void convert_scaled(const float* src, float scale, fp8_e4m3* dst, size_t n) {
+  if (active_isa() == Isa::kAvx512) return convert_kernels::avx512::convert_scaled(src, scale, dst, n);
+  convert_kernels::portable::convert_scaled(src, scale, dst, n);
+}
 CACHALOT_DISPATCH_CONVERT(fp8_e4m3, float)
 CACHALOT_DISPATCH_CONVERT(fp8_e4m3, bf16)
 CACHALOT_DISPATCH_CONVERT(float, fp8_e5m2)

@@ -18,6 +18,9 @@ void convert(const fp8_e4m3* src, float* dst, size_t n);
 void convert(const fp8_e4m3* src, bf16* dst, size_t n);
 void convert(const float* src, fp8_e5m2* dst, size_t n);
 void convert(const fp8_e5m2* src, float* dst, size_t n);
+// dst[i] = e4m3(src[i] * scale): the float32 product, then the conversion, as FP8 quantization
+// encodes a group; one pass instead of a scaled copy and a convert().
+void convert_scaled(const float* src, float scale, fp8_e4m3* dst, size_t n);
 
 // The per-ISA implementations behind convert(); exposed so tests compare the two directly.
 namespace convert_kernels {
@@ -32,6 +35,7 @@ namespace convert_kernels {
   void convert(const fp8_e4m3* src, bf16* dst, size_t n);         \
   void convert(const float* src, fp8_e5m2* dst, size_t n);        \
   void convert(const fp8_e5m2* src, float* dst, size_t n);        \
+  void convert_scaled(const float* src, float scale, fp8_e4m3* dst, size_t n); \
   }
 CACHALOT_DECLARE_CONVERT(portable)
 CACHALOT_DECLARE_CONVERT(avx512)

@@ -157,6 +157,14 @@ void convert(const float* src, fp8_e4m3* dst, size_t n) {
   encode_fp8_loop<fp8_e4m3, 3, 7, 0x7e, 0x7f, false>(src, dst, n);
 }
 
+void convert_scaled(const float* src, float scale, fp8_e4m3* dst, size_t n) {
+  const __m512 s = _mm512_set1_ps(scale);
+  for_blocks16(n, [&]<bool kFull>(size_t i, __mmask16 m) {
+    store16<kFull>(codes(dst) + i, m,
+                   encode_fp8<3, 7, 0x7e, 0x7f, false>(_mm512_mul_ps(load16<kFull>(src + i, m), s)));
+  });
+}
+
 void convert(const float* src, fp8_e5m2* dst, size_t n) {
   encode_fp8_loop<fp8_e5m2, 2, 15, 0x7b, 0x7e, true>(src, dst, n);
 }

@@ -76,14 +76,20 @@ float abs_max(const float* x, size_t n) {
     const __mmask16 k = tail_mask(n - i);
     m[0] = _mm512_mask_max_ps(m[0], k, _mm512_and_ps(_mm512_maskz_loadu_ps(k, x + i), magnitude), m[0]);
   }
-  // Lanes reduced through memory, and masked max forms: GCC 12's _mm512_max_ps and
-  // _mm512_reduce_max_ps warn about their own undefined operands (-Wuninitialized) here.
-  float lanes[4][16];
-  for (int v = 0; v < 4; ++v) _mm512_storeu_ps(lanes[v], m[v]);
-  float result = 0.0f;
-  for (const auto& lane : lanes)
-    for (const float v : lane) result = v > result ? v : result;
-  return result;
+  // Masked max and extract forms: GCC 12's _mm512_max_ps, _mm512_reduce_max_ps and
+  // _mm512_castps512_ps256 warn about their own undefined operands (-Wuninitialized) here.
+  // (The lanes were first reduced through memory: 64 scalar compares, which cost more than the
+  // loop for a 128-value quantization group.)
+  __m512 v = _mm512_mask_max_ps(m[0], 0xffff, m[0], m[1]);
+  const __m512 w = _mm512_mask_max_ps(m[2], 0xffff, m[2], m[3]);
+  v = _mm512_mask_max_ps(v, 0xffff, v, w);
+  const __m512d halves = _mm512_castps_pd(v);
+  const __m256 h = _mm256_max_ps(_mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, halves, 0)),
+                                 _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, halves, 1)));
+  __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_max_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
 }
 
 }  // namespace cachalot::vector_kernels::avx512

@@ -46,12 +46,7 @@ float quantize_group(const float* x, int64_t n, float amax, fp8_e4m3* out, Scale
   const float scale = scale_for(amax, format);
   // DeepGEMM multiplies by 448/amax; with UE8M0 the power-of-two scale itself is divided.
   const float inv = format == ScaleFormat::kUe8m0 ? 1.0f / scale : kFp8E4M3Max / amax;
-  float scaled[kBlock];
-  for (int64_t c0 = 0; c0 < n; c0 += kBlock) {
-    const int64_t len = std::min(kBlock, n - c0);
-    for (int64_t i = 0; i < len; ++i) scaled[i] = x[c0 + i] * inv;
-    convert(scaled, out + c0, static_cast<size_t>(len));
-  }
+  convert_scaled(x, inv, out, static_cast<size_t>(n));
   return scale;
 }
 

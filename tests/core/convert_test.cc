@@ -86,6 +86,22 @@ TEST_P(ConvertTest, FloatToFp16) { check_encode<fp16, float_to_fp16>(hard_inputs
 TEST_P(ConvertTest, FloatToE4M3) { check_encode<fp8_e4m3, float_to_fp8_e4m3>(hard_inputs(), false); }
 TEST_P(ConvertTest, FloatToE5M2) { check_encode<fp8_e5m2, float_to_fp8_e5m2>(hard_inputs(), false); }
 
+// Scaled encoding is the scalar encoder of the float32 product, at every tail length and for
+// scales that push values into the subnormal, saturating and overflow ranges.
+TEST_P(ConvertTest, FloatToE4M3Scaled) {
+  const std::vector<float> inputs = hard_inputs();
+  for (const float scale : {1.0f, 448.0f / 3.0f, 1e-3f, 1e30f, -2.0f}) {
+    for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{128}, inputs.size()}) {
+      std::vector<fp8_e4m3> out(n + 1, fp8_e4m3{0x5a});
+      convert_scaled(inputs.data(), scale, out.data(), n);
+      for (size_t i = 0; i < n; ++i)
+        ASSERT_EQ(out[i].bits, float_to_fp8_e4m3(inputs[i] * scale).bits)
+            << "input " << inputs[i] << " scale " << scale << " n=" << n;
+      EXPECT_EQ(out[n].bits, 0x5a) << "wrote past the end, n=" << n;
+    }
+  }
+}
+
 // Decoding every code (repeated to cover tails) equals the scalar decoder.
 template <typename Code, typename Out, typename Scalar>
 void check_decode(int num_codes, Scalar scalar) {
