@@ -351,7 +351,9 @@ void run_ep(const Options& options, Reporter& reporter) {
   for (const int world : {2, 4, 8}) {
     if (options.quick && world != 4) continue;
     const int64_t tokens = 128;
-    const size_t slot = ep::Buffer::low_latency_slot_bytes(world, tokens, kHidden, kTopK, kExperts / world);
+    // Room for the in-place receive (the masked layout in the slot: one copy per row).
+    const size_t slot = std::max(ep::Buffer::low_latency_slot_bytes(world, tokens, kHidden, kTopK, kExperts / world),
+                                 ep::Buffer::low_latency_in_place_slot_bytes(world, tokens, kHidden, kExperts / world, 1));
     const Figures f = on_shm_ranks(world, slot, [&](ep::Transport& t) { return measure_low_latency(t, tokens, iterations); });
     const std::string name = fmt::format("low-latency {} ranks tokens={} fp8 dispatch + bf16 combine", world, tokens);
     reporter.add(make_result("ep", name, "latency", (f.dispatch_s + f.combine_s) * 1e6, "us", "memcpy-same-bytes",

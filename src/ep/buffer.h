@@ -145,6 +145,10 @@ class PendingDispatch {
   bool fp8_ = false;
   DType dtype_ = DType::kF32;
   LowLatencyHandle handle_;
+  // In place (transports that share memory): senders wrote the rows into this rank's slot at
+  // their final places; counts_[src * num_experts + e] = pairs src sent to expert e.
+  bool in_place_ = false;
+  std::vector<int32_t> counts_;
 };
 
 class PendingCombine {
@@ -184,8 +188,10 @@ class Buffer {
   PendingNormalCombine combine_async(const Tensor& expert_out, const DispatchHandle& handle);
 
   // x F32/BF16 [T <= max_tokens, H]; use_fp8 quantizes per 1x128 (else the dtype of x is sent).
+  // Goes in place (see low_latency_in_place_slot_bytes) when the transport and the slot allow
+  // it, unless allow_in_place is false (tests use that to run the message path everywhere).
   PendingDispatch low_latency_dispatch(const Tensor& x, const Tensor& topk_idx, int64_t max_tokens, int64_t num_experts,
-                                       bool use_fp8);
+                                       bool use_fp8, bool allow_in_place = true);
   // expert_out [local_experts, W * max_tokens, H] F32/BF16; topk_weights F32 [T, K].
   PendingCombine low_latency_combine(const Tensor& expert_out, const Tensor& topk_weights, const LowLatencyHandle& handle);
 
@@ -196,6 +202,12 @@ class Buffer {
   static size_t normal_slot_bytes(int world, int64_t tokens, int64_t hidden, int64_t k, size_t dispatch_elem,
                                   size_t combine_elem, int nodes = 1);
   static size_t low_latency_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t k, int64_t local_experts);
+  // Slot bytes that let a low-latency dispatch of elements of `elem_bytes` (1 = FP8 with scales)
+  // go in place over a transport that shares memory: the slot then holds the whole masked
+  // layout [local_experts, W * max_tokens, H] and senders write each row straight to its place
+  // (one copy instead of two). A smaller slot falls back to messages and a receive-side copy.
+  static size_t low_latency_in_place_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t local_experts,
+                                                size_t elem_bytes);
 
   // One round of byte messages: to_each[dst] (at most max_message_bytes(), empty allowed) to
   // every rank; returns what each source sent this rank, as views into the receive slot valid

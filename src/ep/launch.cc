@@ -100,6 +100,10 @@ std::vector<int> run_shm_ranks(int world, const TransportOptions& options, const
     if (pid == 0) {
       int code = 0;
       try {
+        // As for LocalRanks: ranks as many as the cores run their kernels on their own thread
+        // (each process's pool would otherwise spin up a worker per core beside the others').
+        std::optional<ThreadPool::InlineScope> inline_kernels;
+        if (world >= available_cpus()) inline_kernels.emplace();
         std::unique_ptr<Transport> t = open_shm_transport(name, r, world, options);
         try {
           body(*t);

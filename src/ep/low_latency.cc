@@ -34,6 +34,22 @@ MessageLayout dispatch_sections(size_t pairs, int64_t kb, size_t row_bytes) {
   return MessageLayout{pairs * 2 * 4, pairs * static_cast<size_t>(kb) * 4, pairs * row_bytes};
 }
 
+// The in-place receive layout in a slot (after MessageLayout's unused header): the masked
+// layout itself, [per, cap] rows with their scales and (source rank, token).
+enum InPlaceSection { kMaskedRows, kMaskedScales, kMaskedSrcInfo };
+MessageLayout in_place_sections(int64_t per, int64_t cap, int64_t kb, size_t row_bytes) {
+  const size_t rows = static_cast<size_t>(per * cap);
+  return MessageLayout{rows * row_bytes, rows * static_cast<size_t>(kb) * 4, rows * 2 * 4};
+}
+
+// Where src's rows for local expert e start among the receiver's rows of e: after those of
+// lower sources. counts[src * num_experts + global expert].
+int64_t first_row_of(const std::vector<int32_t>& counts, int64_t num_experts, int src, int64_t expert) {
+  int64_t row = 0;
+  for (int s = 0; s < src; ++s) row += counts[static_cast<size_t>(s * num_experts + expert)];
+  return row;
+}
+
 void check_float_input(const Tensor& t, const char* what, const char* name) {
   CACHALOT_CHECK_ARG(t.is_contiguous() && (t.dtype() == DType::kF32 || t.dtype() == DType::kBF16),
                      "ep {}: {} must be contiguous F32 or BF16, got {}", what, name, t.description());
@@ -42,7 +58,7 @@ void check_float_input(const Tensor& t, const char* what, const char* name) {
 }  // namespace
 
 PendingDispatch Buffer::low_latency_dispatch(const Tensor& x, const Tensor& topk_idx, int64_t max_tokens,
-                                             int64_t num_experts, bool use_fp8) {
+                                             int64_t num_experts, bool use_fp8, bool allow_in_place) {
   trace::Span span("ep_ll_dispatch_send", "ep");
   const int world = world_size();
   check_float_input(x, "low_latency_dispatch", "x");
@@ -86,6 +102,42 @@ PendingDispatch Buffer::low_latency_dispatch(const Tensor& x, const Tensor& topk
   }
   p.slot_ = next_slot();
   const auto* bytes = static_cast<const std::byte*>(rows.raw_data());
+  const int64_t cap = static_cast<int64_t>(world) * max_tokens;
+  const MessageLayout masked = in_place_sections(per, cap, kb, row_bytes);
+  // In place when the transport shares memory, the slot holds the masked layout and the counts
+  // fit one all-gather (every rank decides alike: the inputs are the same on all).
+  if (allow_in_place && transport_->shares_memory() && masked.total() <= transport_->options().slot_bytes &&
+      static_cast<size_t>(num_experts) * 4 <= transport_->options().control_bytes) {
+    p.in_place_ = true;
+    // Notify: every rank learns how many pairs every rank sends to every expert, so each knows
+    // where its rows go among each receiver's (sources in rank order, then tokens ascending).
+    std::vector<int32_t> mine(static_cast<size_t>(num_experts), 0);
+    for (int d = 0; d < world; ++d)
+      for (const Pair& pr : pairs[d]) ++mine[static_cast<size_t>(d * per + pr.expert)];
+    p.counts_.resize(static_cast<size_t>(world * num_experts));
+    transport_->all_gather(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(p.counts_)));
+    for (int d = 0; d < world; ++d) {
+      const std::span<std::byte> m = transport_->send_window(p.slot_, d, 0, masked.total());
+      auto* x_rows = masked.section<std::byte>(m, kMaskedRows);
+      auto* x_scales = masked.section<float>(m, kMaskedScales);
+      auto* src_info = masked.section<int32_t>(m, kMaskedSrcInfo);
+      int64_t row = 0, expert = -1;
+      for (const Pair& pr : pairs[d]) {
+        if (pr.expert != expert) {
+          expert = pr.expert;
+          row = expert * cap + first_row_of(p.counts_, num_experts, rank(), d * per + expert);
+        }
+        std::memcpy(x_rows + static_cast<size_t>(row) * row_bytes, bytes + static_cast<size_t>(pr.token) * row_bytes, row_bytes);
+        if (use_fp8) std::copy_n(q.scales.data<float>() + pr.token * kb, kb, x_scales + row * kb);
+        src_info[2 * row] = rank();
+        src_info[2 * row + 1] = pr.token;
+        ++row;
+      }
+    }
+    transport_->post(p.slot_, std::vector<size_t>(static_cast<size_t>(world), 0),
+                     std::vector<size_t>(static_cast<size_t>(world), masked.total()));
+    return p;
+  }
   detail::send_messages(*transport_, p.slot_, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
     const std::vector<Pair>& ps = pairs[dst];
     const MessageLayout s = dispatch_sections(ps.size(), kb, row_bytes);
@@ -108,18 +160,36 @@ LowLatencyRecv PendingDispatch::receive() {
   CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a dispatch that was not posted or was received already");
   trace::Span span("ep_ll_dispatch_recv", "ep");
   Buffer& b = *std::exchange(buffer_, nullptr);
-  Transport& t = b.complete_round(slot_, "low_latency_dispatch");
+  Transport& t = b.complete_round(slot_, "low_latency_dispatch", /*has_headers=*/!in_place_);
   const int world = t.world_size();
   LowLatencyHandle& h = handle_;
   const int64_t per = h.num_experts / world, cap = static_cast<int64_t>(world) * h.max_tokens, hidden = h.hidden;
   const int64_t kb = fp8_ ? (hidden + 127) / 128 : 0;
   const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(dtype_);
   LowLatencyRecv r;
+  r.count.assign(static_cast<size_t>(per), 0);
+  h.rows_from.assign(static_cast<size_t>(world), {});
+  if (in_place_) {
+    // The rows are where the senders put them: the result views the slot.
+    const MessageLayout s = in_place_sections(per, cap, kb, row_bytes);
+    const std::span<const std::byte> m = t.received(slot_, 0);
+    r.x = Tensor::view(s.section<std::byte>(m, kMaskedRows), dtype_, {per, cap, hidden}, nullptr);
+    if (fp8_) r.scales = Tensor::view(s.section<float>(m, kMaskedScales), DType::kF32, {per, cap, kb}, nullptr);
+    r.src_info = Tensor::view(s.section<int32_t>(m, kMaskedSrcInfo), DType::kI32, {per, cap, 2}, nullptr);
+    const int me = t.rank();
+    for (int src = 0; src < world; ++src)
+      for (int64_t e = 0; e < per; ++e) {
+        const int32_t n = counts_[static_cast<size_t>(src * h.num_experts + me * per + e)];
+        const int64_t first = e * cap + first_row_of(counts_, h.num_experts, src, me * per + e);
+        for (int32_t i = 0; i < n; ++i) h.rows_from[src].push_back(first + i);
+        r.count[e] += n;
+      }
+    r.handle = std::move(h);
+    return r;
+  }
   r.x = b.reusable(slot_, 0, dtype_, {per, cap, hidden});
   if (fp8_) r.scales = b.reusable(slot_, 1, DType::kF32, {per, cap, kb});
   r.src_info = b.reusable(slot_, 2, DType::kI32, {per, cap, 2});
-  r.count.assign(static_cast<size_t>(per), 0);
-  h.rows_from.assign(static_cast<size_t>(world), {});
   auto* x = static_cast<std::byte*>(r.x.mutable_raw_data());
   for (int src = 0; src < world; ++src) {
     const std::span<const std::byte> m = t.received(slot_, src);
@@ -206,6 +276,12 @@ Tensor Buffer::reusable(int slot, int which, DType dtype, Dims shape) {
   Tensor& kept = reusable_[slot][which];
   if (!kept.defined() || kept.dtype() != dtype || !(kept.shape() == shape)) kept = Tensor::empty(dtype, shape);
   return kept;
+}
+
+size_t Buffer::low_latency_in_place_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t local_experts,
+                                               size_t elem_bytes) {
+  const int64_t kb = elem_bytes == 1 ? (hidden + 127) / 128 : 0;
+  return in_place_sections(local_experts, world * max_tokens, kb, static_cast<size_t>(hidden) * elem_bytes).total();
 }
 
 size_t Buffer::low_latency_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t k, int64_t local_experts) {

@@ -169,8 +169,12 @@ ep::TransportOptions expert_parallel_transport_options(const ModelConfig& c, int
   o.slot_bytes = std::max(
       ep::Buffer::normal_slot_bytes(ranks, kDispatchChunkTokens, c.hidden_size, c.num_experts_per_tok, 4, 4, nodes),
       // Up to k slots per rank (EPLB may give a rank more than E / ranks slots).
-      ep::Buffer::low_latency_slot_bytes(ranks, kLowLatencyMaxTokens, c.hidden_size, c.num_experts_per_tok,
-                                         c.num_experts_per_tok));
+      std::max(ep::Buffer::low_latency_slot_bytes(ranks, kLowLatencyMaxTokens, c.hidden_size, c.num_experts_per_tok,
+                                                  c.num_experts_per_tok),
+               // FP8 decode dispatches in place (the masked layout in the slot) when it fits: with
+               // E / ranks local experts; EPLB replicas beyond that fall back to messages.
+               ep::Buffer::low_latency_in_place_slot_bytes(ranks, kLowLatencyMaxTokens, c.hidden_size,
+                                                           c.n_routed_experts / ranks, 1)));
   o.timeout = std::chrono::seconds(100);
   return o;
 }

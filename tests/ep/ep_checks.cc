@@ -261,8 +261,8 @@ void low_latency_roundtrip(Transport& t, const Case& c) {
   const Tensor xa = part(mine.x, 0, split), xb = part(mine.x, split, mine.tokens);
   const Tensor ta = part(mine.topk, 0, split), tb = part(mine.topk, split, mine.tokens);
   const Tensor wa = part(mine.weights, 0, split), wb = part(mine.weights, split, mine.tokens);
-  PendingDispatch da = buffer.low_latency_dispatch(xa, ta, cap, experts, c.fp8);
-  PendingDispatch db = buffer.low_latency_dispatch(xb, tb, cap, experts, c.fp8);
+  PendingDispatch da = buffer.low_latency_dispatch(xa, ta, cap, experts, c.fp8, c.in_place);
+  PendingDispatch db = buffer.low_latency_dispatch(xb, tb, cap, experts, c.fp8, c.in_place);
 
   auto check_and_reduce = [&](LowLatencyRecv& r, int64_t half) {
     // Expected: per local expert, rows ordered by source rank then token.
@@ -384,6 +384,7 @@ void all_cases(Transport& t) {
     low_latency_roundtrip(t, c);
     c.in_place = true;
     normal_roundtrip(t, c);
+    low_latency_roundtrip(t, c);
   }
 }
 

@@ -29,7 +29,9 @@ struct Case {
   int64_t experts_per_rank = 4;
   Routing routing = Routing::kRandom;
   bool fp8 = false;
-  bool in_place = false;  // normal dispatch with DispatchOptions::in_place
+  // Normal dispatch with DispatchOptions::in_place; low-latency dispatch allowed in place (when
+  // off it sends messages even where the transport could take it in place).
+  bool in_place = false;
   std::string name() const;
 };
 
