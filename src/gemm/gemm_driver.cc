@@ -87,6 +87,12 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
   t.ldo = width;
   for (int64_t p = 0; p < panels; ++p) t.sb[p] = b.panel_scales(pr.group, first_panel + p);
 
+  if (b.kblocks() == 0) {
+    // K = 0: no k-block stores into the block (Tile::store_first), so the product is zeros here.
+    s.out.assign(static_cast<size_t>(pr.m * width), 0.0f);
+    store_rows(pr, 0, pr.m, col0, cols, s.out.data(), width);
+    return;
+  }
   if (fp8 && pr.m <= kDirectRows) {
     // Memory-bound: stream the FP8 panels once, decoding in registers.
     s.out.resize(static_cast<size_t>(pr.m * width));

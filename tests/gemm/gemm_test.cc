@@ -67,6 +67,19 @@ TEST_P(GemmIsaTest, Fp8MatchesTheSameOrderReferenceExactly) {
   }
 }
 
+// K = 0 gives zeros (plus C), also after a call that left other values in the scratch block.
+TEST_P(GemmIsaTest, EmptyKGivesZerosOrC) {
+  const Operands full = make_operands(3, 16, 128, 7);
+  Tensor d = Tensor::empty(DType::kF32, {3, 16});
+  gemm_fp8_nt(full.a.data, full.a.scales, full.b.data, full.b.scales, d);
+  const Operands empty = make_operands(3, 16, 0, 8);
+  gemm_fp8_nt(empty.a.data, empty.a.scales, empty.b.data, empty.b.scales, d);
+  for (int64_t i = 0; i < d.numel(); ++i) ASSERT_EQ(d.data<float>()[i], 0.0f) << i;
+  Tensor c = random_f32(3, 16, 9);
+  gemm_fp8_nt(empty.a.data, empty.a.scales, empty.b.data, empty.b.scales, d, &c);
+  for (int64_t i = 0; i < d.numel(); ++i) ASSERT_EQ(d.data<float>()[i], c.data<float>()[i]) << i;
+}
+
 TEST_P(GemmIsaTest, Fp8AgainstTheUnquantizedProductAndBf16Output) {
   for (int64_t m : {1, 16, 64, 129}) {
     const Operands o = make_operands(m, 256, 1024, 77 + static_cast<uint32_t>(m));
