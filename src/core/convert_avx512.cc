@@ -6,6 +6,7 @@
 #include "core/isa.h"
 
 CACHALOT_AVX512_BEGIN
+#include "core/bf16_encode_avx512.h"
 #include "core/fp8_decode_avx512.h"
 namespace cachalot::convert_kernels::avx512 {
 namespace {
@@ -110,18 +111,6 @@ inline __m512 decode_e4m3(__m128i bytes) {
   return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(value), sign));
 }
 
-// float32 -> BF16 by integer rounding, matching float_to_bf16 exactly (vcvtneps2bf16 would
-// flush float32 denormals to zero).
-inline __m256i encode_bf16(__m512 x) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                                _mm512_set1_epi32(0x7f800000));
-  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
-  return _mm512_cvtepi32_epi16(r);
-}
-
 inline __m512 decode_bf16(__m256i halfwords) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halfwords), 16));
 }
@@ -130,7 +119,7 @@ inline __m512 decode_bf16(__m256i halfwords) {
 
 void convert(const float* src, bf16* dst, size_t n) {
   for_blocks16(n, [&]<bool kFull>(size_t i, __mmask16 m) {
-    store16<kFull>(codes(dst) + i, m, encode_bf16(load16<kFull>(src + i, m)));
+    store16<kFull>(codes(dst) + i, m, bf16_avx512::encode(load16<kFull>(src + i, m)));
   });
 }
 

@@ -84,8 +84,27 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
   t.lda = 128;
   t.a_kb_stride = pr.a_kb_stride;
   t.ldsa = pr.ldsa;
-  t.ldo = width;
   for (int64_t p = 0; p < panels; ++p) t.sb[p] = b.panel_scales(pr.group, first_panel + p);
+
+  // Full-width chunks without an addend are written by the kernel itself: F32 output serves as
+  // the FP32 block, BF16 output is rounded in the last k-block's epilogue (Tile::out_bf16). The
+  // others go through the scratch block and store_rows.
+  const bool kernel_writes_d = !pr.c && cols == panels * kPanelRows;
+  // Points `tile` (its first row at `row` of the problem) at its FP32 block, given the scratch
+  // block's row for it, and at the BF16 output when this is the last k-block.
+  auto point_output = [&](Tile& tile, int64_t row, float* scratch_row, bool last_kblock) {
+    tile.out = scratch_row;
+    tile.ldo = width;
+    tile.out_bf16 = nullptr;
+    if (!kernel_writes_d) return;
+    if (pr.d_dtype == DType::kF32) {
+      tile.out = static_cast<float*>(pr.d) + row * pr.ldd + col0;
+      tile.ldo = pr.ldd;
+    } else if (last_kblock) {
+      tile.out_bf16 = reinterpret_cast<uint16_t*>(static_cast<bf16*>(pr.d) + row * pr.ldd + col0);
+      tile.ldo_bf16 = pr.ldd;
+    }
+  };
 
   if (b.kblocks() == 0) {
     // K = 0: no k-block stores into the block (Tile::store_first), so the product is zeros here.
@@ -103,10 +122,10 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
     t.b_fp8 = true;
     t.b_stride = b.panel_stride(first_panel);
     for (int64_t p = 0; p < panels; ++p) t.b[p] = b.panel(pr.group, first_panel + p);
-    t.out = s.out.data();
+    point_output(t, 0, s.out.data(), true);
     t.store_first = true;
     run_tile(t);
-    store_rows(pr, 0, pr.m, col0, cols, s.out.data(), width);
+    if (!kernel_writes_d) store_rows(pr, 0, pr.m, col0, cols, s.out.data(), width);
     return;
   }
 
@@ -152,7 +171,7 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
         tk.row_tiles = r0 == 0 && tall > 0 ? tall : (rows - r0) / h;
         tk.a = pr.a + (m0 + r0) * 128 + kb * pr.a_kb_stride;
         tk.sa = pr.sa ? pr.sa + (m0 + r0) * pr.ldsa + kb : nullptr;
-        tk.out = s.out.data() + r0 * width;
+        point_output(tk, m0 + r0, s.out.data() + r0 * width, kb + 1 == b.kblocks());
         // This call's share of the next k-block's lines, in proportion to its rows.
         const int64_t from = next_bytes * r0 / rows / 64 * 64;
         const int64_t to = next_bytes * (r0 + h * tk.row_tiles) / rows / 64 * 64;
@@ -162,7 +181,7 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
         r0 += h * tk.row_tiles;
       }
     }
-    store_rows(pr, m0, rows, col0, cols, s.out.data(), width);
+    if (!kernel_writes_d) store_rows(pr, m0, rows, col0, cols, s.out.data(), width);
   }
 }
 

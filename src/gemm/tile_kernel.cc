@@ -20,6 +20,7 @@ void run_rows(Tile t, int64_t rows) {
     t.a += full * kMaxRows * t.lda;
     if (t.sa) t.sa += full * kMaxRows * t.ldsa;
     t.out += full * kMaxRows * t.ldo;
+    if (t.out_bf16) t.out_bf16 += full * kMaxRows * t.ldo_bf16;
     t.rows = static_cast<int>(rest);
     t.row_tiles = 1;
     run_tile(t);

@@ -64,6 +64,12 @@ TEST_P(GemmIsaTest, Fp8MatchesTheSameOrderReferenceExactly) {
     const std::vector<double> exact =
         double_reference(dequantize_activations(o.a.data, o.a.scales), dequantize_weights(o.b.data, o.b.scales));
     EXPECT_LT(relative_norm_error(d.data<float>(), exact, exact.size()), 1e-5);
+    // BF16 output: the same values rounded once (full chunks are rounded inside the kernel,
+    // partial ones after it).
+    Tensor d16 = Tensor::empty(DType::kBF16, {m, n});
+    gemm_fp8_nt(o.a.data, o.a.scales, o.b.data, o.b.scales, d16);
+    for (int64_t i = 0; i < m * n; ++i)
+      ASSERT_EQ(d16.data<bf16>()[i].bits, float_to_bf16(want[i]).bits) << "BF16 element " << i;
   }
 }
 

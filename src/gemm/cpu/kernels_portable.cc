@@ -53,7 +53,12 @@ void run_one_tile(const Tile& t) {
       for (int pn = 0; pn < t.panels; ++pn) {
         const float s = sa * (t.sb[pn] ? t.sb[pn][kb] : 1.0f);
         float* out = t.out + r * t.ldo + pn * kLanes;
-        if (t.store_first && kb == 0) {
+        const bool store = t.store_first && kb == 0;
+        if (t.out_bf16 && kb == t.kblocks - 1) {
+          uint16_t* final_out = t.out_bf16 + r * t.ldo_bf16 + pn * kLanes;
+          for (int lane = 0; lane < kLanes; ++lane)
+            final_out[lane] = float_to_bf16(store ? s * p[r][pn][lane] : out[lane] + s * p[r][pn][lane]).bits;
+        } else if (store) {
           for (int lane = 0; lane < kLanes; ++lane) out[lane] = s * p[r][pn][lane];
         } else {
           for (int lane = 0; lane < kLanes; ++lane) out[lane] += s * p[r][pn][lane];
@@ -71,6 +76,7 @@ void run_tile(const Tile& t) {
     one.a += tile * t.rows * t.lda;
     if (one.sa) one.sa += tile * t.rows * t.ldsa;
     one.out += tile * t.rows * t.ldo;
+    if (one.out_bf16) one.out_bf16 += tile * t.rows * t.ldo_bf16;
     run_one_tile(one);
   }
 }
