@@ -9,6 +9,7 @@
 // Times are per operation: each iteration starts after a barrier, takes the slowest rank's time
 // (the step waits for it), and the median over iterations is reported.
 #include <mpi.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -107,6 +108,7 @@ struct Figures {
   double dispatch_s, combine_s, memcpy_dispatch_s, memcpy_combine_s;
   double dispatch_bytes, combine_bytes;  // per rank, mean
   double owned_dispatch_s;               // dispatch into owned tensors (a second copy)
+  bool zero_copy = false;                // low latency: the combine went zero-copy
 };
 
 Figures measure_normal(ep::Transport& t, const EpCase& c, int iterations) {
@@ -166,6 +168,13 @@ Figures measure_normal(ep::Transport& t, const EpCase& c, int iterations) {
           median(slowest_per_iteration(t, owned_s))};
 }
 
+// Free bytes in /dev/shm (0 if it cannot be read).
+size_t shm_free_bytes() {
+  struct statvfs st {};
+  if (statvfs("/dev/shm", &st) != 0) return 0;
+  return static_cast<size_t>(st.f_bavail) * st.f_frsize;
+}
+
 // Low-latency round trip (FP8 dispatch, BF16 combine) of `tokens` per rank.
 Figures measure_low_latency(ep::Transport& t, int64_t tokens, int iterations) {
   ep::Buffer buffer(t);
@@ -177,25 +186,33 @@ Figures measure_low_latency(ep::Transport& t, int64_t tokens, int iterations) {
   const int64_t per = kExperts / t.world_size();
   std::vector<double> dispatch_s, combine_s, copy_s;
   double pairs_in = 0;
-  // The experts' output: its valid rows are written once (after the untimed first dispatch) as
-  // the expert GEMM would have. (A fresh zeroed tensor per iteration timed the page faults of
-  // the combine's first reads.)
+  bool zero_copy = false;
+  // The experts' output goes into the combine buffer (zero copy where the slot holds it). Its
+  // valid rows are written once, after the untimed first dispatch, as the expert GEMM would
+  // have; the buffer is the same memory every iteration (the combine's slot, or a tensor the
+  // Buffer keeps). A fresh zeroed tensor per iteration would time the page faults of the
+  // combine's first reads.
   const int64_t cap = t.world_size() * tokens;
-  Tensor out = Tensor::empty(DType::kBF16, {per, cap, kHidden});
   for (int i = 0; i <= iterations; ++i) {
     t.barrier();
     ep::LowLatencyRecv r;
     const double d = seconds([&] { r = buffer.low_latency_dispatch(x, topk, tokens, kExperts, true).receive(); });
-    if (i == 0)
+    t.barrier();
+    if (i == 0) {
+      Tensor out = buffer.low_latency_combine_buffer(r.handle, DType::kBF16);
       for (int64_t e = 0; e < per; ++e)
         std::memset(static_cast<std::byte*>(out.mutable_raw_data()) + e * cap * kHidden * 2, 0x3c,
                     static_cast<size_t>(r.count[e] * kHidden * 2));
-    t.barrier();
-    const double cb = seconds([&] { buffer.low_latency_combine(out, weights, r.handle).receive(); });
-    if (i == 0) {
+      ep::PendingCombine c = buffer.low_latency_combine(out, weights, r.handle);
+      zero_copy = c.zero_copy();
+      c.receive();
       for (const int32_t n : r.count) pairs_in += n;
       continue;
     }
+    const double cb = seconds([&] {
+      const Tensor out = buffer.low_latency_combine_buffer(r.handle, DType::kBF16);
+      buffer.low_latency_combine(out, weights, r.handle).receive();
+    });
     dispatch_s.push_back(d);
     combine_s.push_back(cb);
   }
@@ -213,7 +230,7 @@ Figures measure_low_latency(ep::Transport& t, int64_t tokens, int iterations) {
     if (i > 0) copy_s.push_back(c);
   }
   return {median(slowest_per_iteration(t, dispatch_s)), median(slowest_per_iteration(t, combine_s)),
-          median(slowest_per_iteration(t, copy_s)), 0, sent, returned, 0};
+          median(slowest_per_iteration(t, copy_s)), 0, sent, returned, 0, zero_copy};
 }
 
 // Runs `measure` on `world` shm processes and returns rank 0's figures.
@@ -359,11 +376,17 @@ void run_ep(const Options& options, Reporter& reporter) {
   for (const int world : {2, 4, 8}) {
     if (options.quick && world != 4) continue;
     const int64_t tokens = 128;
-    // Room for the in-place receive (the masked layout in the slot: one copy per row).
-    const size_t slot = std::max(ep::Buffer::low_latency_slot_bytes(world, tokens, kHidden, kTopK, kExperts / world),
-                                 ep::Buffer::low_latency_in_place_slot_bytes(world, tokens, kHidden, kExperts / world, 1));
+    // Room for the in-place receive (the masked layout in the slot: one copy per row) and the
+    // zero-copy combine buffer after it, where /dev/shm can hold that (2 slots x ranks x 705 MB
+    // for V3's shapes: 11 GB at 8 ranks); else the combine copies.
+    const int64_t per = kExperts / world;
+    const size_t in_place = std::max(ep::Buffer::low_latency_slot_bytes(world, tokens, kHidden, kTopK, per),
+                                     ep::Buffer::low_latency_in_place_slot_bytes(world, tokens, kHidden, per, 1));
+    const size_t zero_copy = ep::Buffer::low_latency_zero_copy_slot_bytes(world, tokens, kHidden, per, 1, 2);
+    const size_t slot = shm_free_bytes() > 2 * world * zero_copy + (size_t{2} << 30) ? zero_copy : in_place;
     const Figures f = on_shm_ranks(world, slot, [&](ep::Transport& t) { return measure_low_latency(t, tokens, iterations); });
-    const std::string name = fmt::format("low-latency {} ranks tokens={} fp8 dispatch + bf16 combine", world, tokens);
+    const std::string name = fmt::format("low-latency {} ranks tokens={} fp8 dispatch + bf16 combine{}", world, tokens,
+                                         f.zero_copy ? " (zero-copy)" : "");
     reporter.add(make_result("ep", name, "latency", (f.dispatch_s + f.combine_s) * 1e6, "us", "memcpy-same-bytes",
                              f.memcpy_dispatch_s * 1e6, true));
   }

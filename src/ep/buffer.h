@@ -19,6 +19,8 @@
 //   PendingDispatch d = buffer.low_latency_dispatch(x, topk_idx, max_tokens, num_experts, fp8);
 //   ... other work (the sends are out; the receive is deferred: DeepEP's hook) ...
 //   LowLatencyRecv r = d.receive();          // x [local_experts, W * max_tokens, H], count[e]
+//   Tensor expert_out = buffer.low_latency_combine_buffer(r.handle, DType::kBF16);
+//   ... the experts write their outputs into expert_out (or any tensor of that shape) ...
 //   PendingCombine c = buffer.low_latency_combine(expert_out, topk_weights, r.handle);
 //   Tensor y = c.receive();                  // sum_k w_k * expert_out, F32 [T, H]
 // At most two operations may be outstanding (the transport's two data slots), and every rank
@@ -77,6 +79,11 @@ struct LowLatencyHandle {
   // For each source rank, the packed row (local_expert * W * max_tokens + row) of each pair it
   // sent, in its sending order: combine returns the outputs in that order.
   std::vector<std::vector<int64_t>> rows_from;
+  // A dispatch that went in place: the bytes of its layout in a slot (a zero-copy combine's
+  // outputs follow them) and, for each destination rank, the packed row there of each pair this
+  // rank sent it (sending order): where a zero-copy combine reads that pair's output.
+  size_t in_place_bytes = 0;
+  std::vector<std::vector<int64_t>> rows_at;
 };
 
 // x, scales and src_info live in the Buffer and are reused: they are valid until the next
@@ -154,11 +161,15 @@ class PendingDispatch {
 class PendingCombine {
  public:
   Tensor receive();
+  // The outputs stay in the experts' ranks' slots and the origins read them there.
+  bool zero_copy() const { return zero_copy_; }
 
  private:
   friend class Buffer;
   Buffer* buffer_ = nullptr;
   int slot_ = -1;
+  bool zero_copy_ = false;
+  size_t offset_ = 0;  // zero copy: where the outputs sit in each rank's slot
   DType dtype_ = DType::kF32;
   Tensor topk_weights;
   LowLatencyHandle handle_;
@@ -194,6 +205,14 @@ class Buffer {
                                        bool use_fp8, bool allow_in_place = true);
   // expert_out [local_experts, W * max_tokens, H] F32/BF16; topk_weights F32 [T, K].
   PendingCombine low_latency_combine(const Tensor& expert_out, const Tensor& topk_weights, const LowLatencyHandle& handle);
+  // Where to write the experts' outputs for the next operation, a low_latency_combine of this
+  // handle (DeepEP's zero-copy combine buffer): [local_experts, W * max_tokens, H] of `dtype`
+  // (F32/BF16). After an in-place dispatch on a transport that shares memory, with a slot of
+  // low_latency_zero_copy_slot_bytes, it is this rank's slot itself: the combine then sends
+  // nothing and each origin sums its rows straight from the experts' ranks' slots (one pass
+  // over the outputs instead of a copy and a pass). Otherwise it is a tensor kept by the Buffer
+  // and the combine copies as usual. Every rank passes its buffer to the combine, or none does.
+  Tensor low_latency_combine_buffer(const LowLatencyHandle& handle, DType dtype);
 
   // Slot bytes (TransportOptions::slot_bytes) that never overflow: normal mode with up to
   // `tokens` rows per rank (every token could go to every rank), elements of dispatch_elem bytes
@@ -208,6 +227,10 @@ class Buffer {
   // (one copy instead of two). A smaller slot falls back to messages and a receive-side copy.
   static size_t low_latency_in_place_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t local_experts,
                                                 size_t elem_bytes);
+  // ... and that lets the combine that follows go zero-copy too (low_latency_combine_buffer),
+  // returning elements of combine_elem bytes.
+  static size_t low_latency_zero_copy_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t local_experts,
+                                                 size_t dispatch_elem, size_t combine_elem);
 
   // One round of byte messages: to_each[dst] (at most max_message_bytes(), empty allowed) to
   // every rank; returns what each source sent this rank, as views into the receive slot valid
@@ -245,7 +268,10 @@ class Buffer {
 
   Transport* transport_;
   int slot_ = 0;
-  Tensor reusable_[2][3];  // [slot][x, scales, src_info] of low-latency receives
+  Tensor reusable_[2][4];  // [slot][x, scales, src_info] of low-latency receives, combine buffer
+  // The zero-copy combine buffer handed out for each slot's next operation (null: none).
+  const std::byte* combine_buffer_[2] = {};
+  size_t combine_offset_[2] = {};
 };
 
 }  // namespace cachalot::ep

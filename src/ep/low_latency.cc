@@ -116,6 +116,8 @@ PendingDispatch Buffer::low_latency_dispatch(const Tensor& x, const Tensor& topk
       for (const Pair& pr : pairs[d]) ++mine[static_cast<size_t>(d * per + pr.expert)];
     p.counts_.resize(static_cast<size_t>(world * num_experts));
     transport_->all_gather(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(p.counts_)));
+    p.handle_.in_place_bytes = masked.total();
+    p.handle_.rows_at.assign(static_cast<size_t>(world), {});
     for (int d = 0; d < world; ++d) {
       const std::span<std::byte> m = transport_->send_window(p.slot_, d, 0, masked.total());
       auto* x_rows = masked.section<std::byte>(m, kMaskedRows);
@@ -131,6 +133,7 @@ PendingDispatch Buffer::low_latency_dispatch(const Tensor& x, const Tensor& topk
         if (use_fp8) std::copy_n(q.scales.data<float>() + pr.token * kb, kb, x_scales + row * kb);
         src_info[2 * row] = rank();
         src_info[2 * row + 1] = pr.token;
+        p.handle_.rows_at[d].push_back(row);
         ++row;
       }
     }
@@ -229,15 +232,27 @@ PendingCombine Buffer::low_latency_combine(const Tensor& expert_out, const Tenso
                          topk_weights.size(1) == k,
                      "ep low_latency_combine: topk_weights must be F32 [{}, {}], got {}", tokens, k,
                      topk_weights.description());
-  const size_t row_bytes = static_cast<size_t>(handle.hidden) * expert_out.element_size();
-  std::vector<size_t> sizes(static_cast<size_t>(world));
-  for (int d = 0; d < world; ++d) sizes[d] = MessageLayout{handle.rows_from[d].size() * row_bytes}.total();
   PendingCombine p;
   p.buffer_ = this;
   p.dtype_ = expert_out.dtype();
   p.topk_weights = topk_weights;
   p.handle_ = handle;
   p.slot_ = next_slot();
+  // Zero copy: expert_out is this slot's combine buffer; its rows stay where they are.
+  const std::byte* zero_copy_at = std::exchange(combine_buffer_[p.slot_], nullptr);
+  if (zero_copy_at != nullptr && expert_out.raw_data() == zero_copy_at) {
+    CACHALOT_CHECK_ARG(combine_offset_[p.slot_] == handle.in_place_bytes,
+                       "ep low_latency_combine: the combine buffer was made for another dispatch's handle");
+    p.zero_copy_ = true;
+    p.offset_ = handle.in_place_bytes;
+    // Nothing is sent; the regions are posted as for messages so that a peer which sent some
+    // (it did not pass its buffer) is reported by receive() rather than by the transport.
+    post_regions(p.slot_);
+    return p;
+  }
+  const size_t row_bytes = static_cast<size_t>(handle.hidden) * expert_out.element_size();
+  std::vector<size_t> sizes(static_cast<size_t>(world));
+  for (int d = 0; d < world; ++d) sizes[d] = MessageLayout{handle.rows_from[d].size() * row_bytes}.total();
   const auto* bytes = static_cast<const std::byte*>(expert_out.raw_data());
   detail::send_messages(*transport_, p.slot_, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
     const std::vector<int64_t>& rows = handle.rows_from[dst];
@@ -253,23 +268,72 @@ PendingCombine Buffer::low_latency_combine(const Tensor& expert_out, const Tenso
 Tensor PendingCombine::receive() {
   CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a combine that was not posted or was received already");
   trace::Span span("ep_ll_combine_recv", "ep");
-  Transport& t = std::exchange(buffer_, nullptr)->complete_round(slot_, "low_latency_combine");
+  Buffer& b = *std::exchange(buffer_, nullptr);
+  Transport& t = b.complete_round(slot_, "low_latency_combine", /*has_headers=*/false);
   const int world = t.world_size();
   const LowLatencyHandle& h = handle_;
   const int64_t tokens = h.num_tokens, k = h.topk_idx.size(1), hidden = h.hidden, per = h.num_experts / world;
+  const int64_t cap = static_cast<int64_t>(world) * h.max_tokens;
   const std::vector<int32_t> topk(h.topk_idx.data<int32_t>(), h.topk_idx.data<int32_t>() + tokens * k);
+  // A rank that passed its combine buffer sent an empty message (no header).
+  for (int src = 0; src < world; ++src) {
+    const bool passed = t.received(slot_, src).empty();
+    if (passed == zero_copy_) continue;
+    // Every rank says it is done (the ones that pulled wait for all): the group stays usable.
+    t.done_reading(slot_);
+    raise(ErrorKind::kInvalidArgument,
+          "ep low_latency_combine: rank {} {} its combine buffer and rank {} {}: every rank must pass it, or none", src,
+          passed ? "passed" : "did not pass", t.rank(), zero_copy_ ? "did" : "did not");
+  }
+  if (!zero_copy_) b.check_overflow(slot_, "low_latency_combine");
   detail::RowSums sums(tokens, hidden);
   for (int dst = 0; dst < world; ++dst) {
-    // The outputs come back in the order this rank sent the pairs.
     const std::vector<Pair> pairs = pairs_for(topk, k, dst, per);
     const std::span<const std::byte> m = t.received(slot_, dst);
-    CACHALOT_CHECK_ARG(read_header(m).rows == pairs.size(), "ep low_latency_combine: rank {} returned {} rows for {} pairs",
-                       dst, read_header(m).rows, pairs.size());
-    const Tensor view = Tensor::view(m.data() + sizeof(MessageHeader), dtype_, {static_cast<int64_t>(pairs.size()), hidden}, nullptr);
+    // Zero copy: pair i's output is row rows_at[dst][i] of dst's buffer. Messages: the outputs
+    // come back in the order this rank sent the pairs.
+    Tensor rows;
+    const int64_t* at = nullptr;
+    if (zero_copy_) {
+      CACHALOT_ASSERT(h.rows_at.at(static_cast<size_t>(dst)).size() == pairs.size());
+      const size_t bytes = static_cast<size_t>(per * cap * hidden) * dtype_size(dtype_);
+      rows = Tensor::view(t.peer_area(slot_, dst, offset_, bytes).data(), dtype_, {per * cap, hidden}, nullptr);
+      at = h.rows_at[static_cast<size_t>(dst)].data();
+    } else {
+      CACHALOT_CHECK_ARG(read_header(m).rows == pairs.size(), "ep low_latency_combine: rank {} returned {} rows for {} pairs",
+                         dst, read_header(m).rows, pairs.size());
+      rows = Tensor::view(m.data() + sizeof(MessageHeader), dtype_, {static_cast<int64_t>(pairs.size()), hidden}, nullptr);
+    }
     for (size_t i = 0; i < pairs.size(); ++i)
-      sums.add(pairs[i].token, view, static_cast<int64_t>(i), topk_weights.data<float>()[pairs[i].token * k + pairs[i].slot]);
+      sums.add(pairs[i].token, rows, at ? at[i] : static_cast<int64_t>(i),
+               topk_weights.data<float>()[pairs[i].token * k + pairs[i].slot]);
   }
-  return sums.sum();
+  Tensor y = sums.sum();
+  if (zero_copy_) t.done_reading(slot_);
+  return y;
+}
+
+Tensor Buffer::low_latency_combine_buffer(const LowLatencyHandle& handle, DType dtype) {
+  const int world = world_size();
+  CACHALOT_CHECK_ARG(dtype == DType::kF32 || dtype == DType::kBF16, "ep low_latency_combine_buffer: F32 or BF16, got {}",
+                     dtype_name(dtype));
+  CACHALOT_CHECK_ARG(handle.rows_from.size() == static_cast<size_t>(world),
+                     "ep low_latency_combine_buffer: the handle is not from a received dispatch");
+  const int64_t per = handle.num_experts / world, cap = static_cast<int64_t>(world) * handle.max_tokens;
+  const Dims shape{per, cap, handle.hidden};
+  const size_t bytes = static_cast<size_t>(per * cap * handle.hidden) * dtype_size(dtype);
+  const int slot = slot_;  // the next operation's
+  if (handle.in_place_bytes > 0 && transport_->shares_memory() &&
+      handle.in_place_bytes + bytes <= transport_->options().slot_bytes) {
+    // After this slot's in-place layout (the dispatch whose rows the experts are reading may
+    // be in this slot).
+    const std::span<std::byte> area = transport_->own_area(slot, handle.in_place_bytes, bytes);
+    combine_buffer_[slot] = area.data();
+    combine_offset_[slot] = handle.in_place_bytes;
+    return Tensor::view(area.data(), dtype, shape, contiguous_strides(shape), nullptr, true);
+  }
+  combine_buffer_[slot] = nullptr;
+  return reusable(slot, 3, dtype, shape);
 }
 
 Tensor Buffer::reusable(int slot, int which, DType dtype, Dims shape) {
@@ -282,6 +346,12 @@ size_t Buffer::low_latency_in_place_slot_bytes(int world, int64_t max_tokens, in
                                                size_t elem_bytes) {
   const int64_t kb = elem_bytes == 1 ? (hidden + 127) / 128 : 0;
   return in_place_sections(local_experts, world * max_tokens, kb, static_cast<size_t>(hidden) * elem_bytes).total();
+}
+
+size_t Buffer::low_latency_zero_copy_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t local_experts,
+                                                size_t dispatch_elem, size_t combine_elem) {
+  return low_latency_in_place_slot_bytes(world, max_tokens, hidden, local_experts, dispatch_elem) +
+         static_cast<size_t>(local_experts * world * max_tokens * hidden) * combine_elem;
 }
 
 size_t Buffer::low_latency_slot_bytes(int world, int64_t max_tokens, int64_t hidden, int64_t k, int64_t local_experts) {

@@ -125,12 +125,21 @@ class MpiTransport final : public Transport {
     return {s.area.data() + s.recv_offset[src], s.recv_bytes[src]};
   }
 
+  // Ranks on other hosts cannot read each other's memory: no pulls (shares_memory() is false).
+  std::span<std::byte> own_area(int, size_t, size_t) override { no_pulls(); }
+  std::span<const std::byte> peer_area(int, int, size_t, size_t) const override { no_pulls(); }
+  void done_reading(int) override { no_pulls(); }
+
   void abort(std::string_view reason) override {
     log::error("ep: mpi rank {} aborts the job: {}", rank_, reason);
     MPI_Abort(comm_, 1);
   }
 
  private:
+  [[noreturn]] static void no_pulls() {
+    raise(ErrorKind::kInvalidArgument, "ep: the mpi transport does not share memory; pulls need local or shm");
+  }
+
   struct Slot {
     std::vector<std::byte> area;
     std::vector<std::vector<std::byte>> staging;  // [dst]

@@ -40,7 +40,8 @@ struct ArenaHeader {
 
 // One cache line per flag: ranks polling different flags never share a line.
 struct alignas(64) ReadyFlag {
-  uint64_t round;  // the receiver's area of this slot accepts this round's messages
+  uint64_t round;       // the receiver's area of this slot accepts this round's messages
+  uint64_t read_round;  // the last round of this slot whose areas the rank has finished pulling from
 };
 struct alignas(64) MessageFlag {
   uint64_t round;  // the sender's last posted round (written last, with release)
@@ -181,6 +182,29 @@ class SharedMemoryTransport final : public Transport {
     return {layout_.area(base_, rank_, slot) + m.offset, m.bytes};
   }
 
+  std::span<std::byte> own_area(int slot, size_t offset, size_t bytes) override {
+    check_usable(slot, rank_);
+    const SlotState& s = slots_[slot];
+    if (s.phase != Phase::kIdle || (s.round > 0 && !s.completed))
+      raise(ErrorKind::kInternal, "ep: own_area on slot {} while its round {} is in progress", slot, s.round);
+    check_range(slot, offset, bytes);
+    await_readers(slot);
+    return {layout_.area(base_, rank_, slot) + offset, bytes};
+  }
+
+  std::span<const std::byte> peer_area(int slot, int src, size_t offset, size_t bytes) const override {
+    CACHALOT_ASSERT(slot >= 0 && slot < kNumSlots && src >= 0 && src < world_ && slots_[slot].completed);
+    check_range(slot, offset, bytes);
+    return {layout_.area(base_, src, slot) + offset, bytes};
+  }
+
+  void done_reading(int slot) override {
+    SlotState& s = slots_[slot];
+    CACHALOT_ASSERT(slot >= 0 && slot < kNumSlots && s.completed);
+    s.pulled_round = s.round;
+    atomic(layout_.ready(base_, rank_, slot).read_round).store(s.round, std::memory_order_release);
+  }
+
   void abort(std::string_view reason) override {
     failed_ = true;
     ArenaHeader& h = layout_.header(base_);
@@ -194,6 +218,7 @@ class SharedMemoryTransport final : public Transport {
   struct SlotState {
     Phase phase = Phase::kIdle;
     uint64_t round = 0;
+    uint64_t pulled_round = 0;  // the last round whose areas were read in place (done_reading)
     bool completed = false;
     std::vector<bool> window;  // a message to this destination was written this round
     std::vector<size_t> recv_offset, recv_max;
@@ -205,15 +230,34 @@ class SharedMemoryTransport final : public Transport {
     if (failed_) raise(ErrorKind::kTimeout, "ep: rank {}'s transport failed earlier; restart the group", rank_);
   }
 
-  // The first write or post of a round releases my area of the slot for the new round.
+  // The first write or post of a round releases my area of the slot for the new round (once
+  // every rank is done pulling from it).
   void begin_round(int slot) {
     SlotState& s = slots_[slot];
     if (s.phase != Phase::kIdle) return;
+    await_readers(slot);
     ++s.round;
     s.completed = false;
     s.window.assign(static_cast<size_t>(world_), false);
     atomic(layout_.ready(base_, rank_, slot).round).store(s.round, std::memory_order_release);
     s.phase = Phase::kWriting;
+  }
+
+  // Every rank has finished reading the slot's last pulled round (all ranks pull in the same
+  // rounds, so this rank's own record names it).
+  void await_readers(int slot) {
+    const uint64_t round = slots_[slot].pulled_round;
+    if (round == 0) return;
+    for (int r = 0; r < world_; ++r) {
+      ReadyFlag& f = layout_.ready(base_, r, slot);
+      guarded_wait([&] { return atomic(f.read_round).load(std::memory_order_acquire) >= round; }, r,
+                   [&] { return fmt::format("rank {} to finish reading slot {} (round {})", r, slot, round); });
+    }
+  }
+
+  void check_range(int slot, size_t offset, size_t bytes) const {
+    CACHALOT_CHECK_ARG(offset + bytes <= layout_.slot_bytes(slot), "ep: {} bytes at offset {} overflow a slot of {} bytes",
+                       bytes, offset, layout_.slot_bytes(slot));
   }
 
   void await_ready(int slot, int dst) {

@@ -73,6 +73,19 @@ class Transport {
   // round begins).
   virtual std::span<const std::byte> received(int slot, int src) const = 0;
 
+  // Pulls (transports that share memory; others raise kInvalidArgument): a rank writes a
+  // message into its own area, peers read it there after the round, and nothing is copied.
+  //   own_area(slot, offset, bytes): this rank's area of `slot`, to write before the slot's next
+  //     round. Only between rounds (the slot's last round waited for); waits until every rank is
+  //     done reading this area's last pulled round.
+  //   peer_area(slot, src, offset, bytes): src's area (this rank's too) as src left it when it
+  //     posted the slot's last completed round.
+  //   done_reading(slot): this rank has finished reading the last completed round's areas. The
+  //     slot's next round on any rank (and own_area) waits until every rank has said so.
+  virtual std::span<std::byte> own_area(int slot, size_t offset, size_t bytes) = 0;
+  virtual std::span<const std::byte> peer_area(int slot, int src, size_t offset, size_t bytes) const = 0;
+  virtual void done_reading(int slot) = 0;
+
   // Marks this rank failed: every rank waiting on it raises Error(kTimeout) with `reason`.
   virtual void abort(std::string_view reason) = 0;
 

@@ -305,10 +305,21 @@ void low_latency_roundtrip(Transport& t, const Case& c) {
       }
     return out;
   };
+  // The first half's experts write into the combine buffer: zero copy after an in-place dispatch
+  // into a slot that holds both layouts, where the combine then sends nothing. The second half's
+  // come from a tensor of their own (messages), while the first's combine is outstanding.
   LowLatencyRecv ra = da.receive();
-  PendingCombine ca = buffer.low_latency_combine(check_and_reduce(ra, 0), wa, ra.handle);
+  const Tensor out_a = check_and_reduce(ra, 0);
+  Tensor buffer_a = buffer.low_latency_combine_buffer(ra.handle, out_a.dtype());
+  std::memcpy(buffer_a.mutable_raw_data(), out_a.raw_data(), out_a.nbytes());
+  PendingCombine ca = buffer.low_latency_combine(buffer_a, wa, ra.handle);
+  const bool zero_copy_fits = Buffer::low_latency_zero_copy_slot_bytes(world, cap, c.hidden, per, c.fp8 ? 1 : 4,
+                                                                       out_a.element_size()) <= t.options().slot_bytes;
+  expect(ca.zero_copy() == (c.in_place && t.shares_memory() && zero_copy_fits), "{}: ll combine went {}zero-copy",
+         c.name(), ca.zero_copy() ? "" : "not ");
   LowLatencyRecv rb = db.receive();
   PendingCombine cb = buffer.low_latency_combine(check_and_reduce(rb, 1), wb, rb.handle);
+  expect(!cb.zero_copy(), "{}: a combine of a plain tensor went zero-copy", c.name());
   const Tensor ya = ca.receive(), yb = cb.receive();
 
   for (int64_t tok = 0; tok < mine.tokens; ++tok) {

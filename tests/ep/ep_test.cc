@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -180,6 +181,60 @@ TEST(EpShm, MismatchedSizesAndBadNamesAreRefused) {
   EXPECT_NE(first_error.find("all 2 ranks to join"), std::string::npos) << first_error;
   EXPECT_THROW(open_shm_transport("no-slash", 0, 1, a), Error);
   EXPECT_THROW(open_shm_transport(name, 0, kMaxRanks + 1, a), Error);
+}
+
+// Pulls: what a rank wrote into its own area is read by its peers after the round, and the rank
+// cannot write there again (own_area, or its next round on the slot) until every peer is done
+// reading. Rank 0 reads late; rank 1 asks for its area again at once and must wait.
+TEST(EpTransport, AnAreaBeingPulledFromWaitsForItsReaders) {
+  run_local_ranks(2, small_options(), [](Transport& t) {
+    const std::vector<size_t> none(2, 0);
+    std::span<std::byte> mine = t.own_area(0, 64, 64);
+    std::memset(mine.data(), t.rank() + 1, mine.size());
+    t.post(0, none, none);
+    t.wait(0);
+    if (t.rank() == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      const std::span<const std::byte> theirs = t.peer_area(0, 1, 64, 64);
+      for (const std::byte b : theirs) ASSERT_EQ(static_cast<int>(b), 2) << "rank 1 wrote into its area while it was read";
+      t.done_reading(0);
+    } else {
+      t.done_reading(0);
+      const Clock::time_point start = Clock::now();
+      std::memset(t.own_area(0, 64, 64).data(), 99, 64);
+      EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(100)) << "own_area did not wait for rank 0";
+    }
+    t.barrier();
+  });
+}
+
+// A zero-copy combine needs every rank to pass its combine buffer: where one rank does and the
+// other does not, both fail with an error naming it, and the group goes on working.
+TEST(EpBuffer, ZeroCopyCombineOnSomeRanksOnlyIsAnError) {
+  TransportOptions o = small_options();
+  run_local_ranks(2, o, [](Transport& t) {
+    Buffer b(t);
+    const int64_t tokens = 4, hidden = 64, experts = 4;
+    Tensor x = Tensor::zeros(DType::kF32, {tokens, hidden});
+    Tensor topk = Tensor::zeros(DType::kI32, {tokens, 2});
+    for (int64_t i = 0; i < tokens; ++i) topk.mutable_data<int32_t>()[2 * i + 1] = 2;  // experts 0 and 2: both ranks
+    Tensor w = Tensor::zeros(DType::kF32, {tokens, 2});
+    LowLatencyRecv r = b.low_latency_dispatch(x, topk, tokens, experts, false).receive();
+    Tensor out = t.rank() == 0 ? b.low_latency_combine_buffer(r.handle, DType::kF32)
+                               : Tensor::zeros(DType::kF32, {experts / 2, 2 * tokens, hidden});
+    PendingCombine c = b.low_latency_combine(out, w, r.handle);
+    EXPECT_EQ(c.zero_copy(), t.rank() == 0);
+    try {
+      c.receive();
+      ADD_FAILURE() << "rank " << t.rank() << ": a combine with buffers on some ranks only succeeded";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("every rank must pass it"), std::string::npos) << e.what();
+    }
+    checks::Case c2;
+    c2.in_place = true;
+    checks::low_latency_roundtrip(t, c2);
+  });
 }
 
 TEST(EpBuffer, BadArgumentsAreErrors) {
