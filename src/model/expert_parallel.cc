@@ -171,10 +171,11 @@ ep::TransportOptions expert_parallel_transport_options(const ModelConfig& c, int
       // Up to k slots per rank (EPLB may give a rank more than E / ranks slots).
       std::max(ep::Buffer::low_latency_slot_bytes(ranks, kLowLatencyMaxTokens, c.hidden_size, c.num_experts_per_tok,
                                                   c.num_experts_per_tok),
-               // FP8 decode dispatches in place (the masked layout in the slot) when it fits: with
-               // E / ranks local experts; EPLB replicas beyond that fall back to messages.
-               ep::Buffer::low_latency_in_place_slot_bytes(ranks, kLowLatencyMaxTokens, c.hidden_size,
-                                                           c.n_routed_experts / ranks, 1)));
+               // FP8 decode dispatches in place (the masked layout in the slot) and combines zero
+               // copy (the experts' outputs after it, F32 at most) when it fits: with E / ranks
+               // local experts; EPLB replicas beyond that fall back to messages.
+               ep::Buffer::low_latency_zero_copy_slot_bytes(ranks, kLowLatencyMaxTokens, c.hidden_size,
+                                                            c.n_routed_experts / ranks, 1, 4)));
   o.timeout = std::chrono::seconds(100);
   return o;
 }
@@ -509,8 +510,10 @@ void ExpertParallelRunner::moe_layer(ep::Buffer& buffer, const RankExperts& expe
     if (low_latency) {
       ep::LowLatencyRecv recv = mb.ll_dispatch.receive();
       trace::Span span("experts", "model");
-      Tensor out = shard.experts_forward_masked(recv.x, recv.scales, recv.count);
-      if (p == Precision::kFast) out = to_bf16(out);
+      // The experts write straight into the combine buffer (zero copy over local/shm ranks
+      // after an in-place dispatch), in BF16 in fast mode as DeepSeek combines.
+      Tensor out = buffer.low_latency_combine_buffer(recv.handle, p == Precision::kFast ? DType::kBF16 : DType::kF32);
+      shard.experts_forward_masked(recv.x, recv.scales, recv.count, out);
       mb.ll_combine = buffer.low_latency_combine(out, mb.topk_weights, recv.handle);
       return;
     }

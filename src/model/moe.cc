@@ -7,6 +7,7 @@
 #include <numeric>
 #include <span>
 
+#include "core/convert.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "core/trace.h"
@@ -215,19 +216,28 @@ Tensor MoeLayer::experts_forward(const Tensor& xq, const Tensor& xs, const Routi
   return y;
 }
 
-Tensor MoeLayer::experts_forward_masked(const Tensor& x, const Tensor& scales, std::span<const int32_t> counts) const {
+void MoeLayer::experts_forward_masked(const Tensor& x, const Tensor& scales, std::span<const int32_t> counts,
+                                      Tensor& out) const {
   const int64_t experts = x.size(0), m = x.size(1), hidden = x.size(2);
   CACHALOT_ASSERT(experts == static_cast<int64_t>(held_.size()) && static_cast<int64_t>(counts.size()) == experts);
-  Tensor out = Tensor::empty(DType::kF32, {experts, m, hidden});
+  const Dims out_shape{experts, m, hidden};
+  CACHALOT_CHECK_ARG(out.is_contiguous() && (out.dtype() == DType::kF32 || out.dtype() == DType::kBF16) &&
+                         out.shape() == out_shape,
+                     "experts_forward_masked: out must be contiguous F32 or BF16 [{}, {}, {}], got {}", experts, m, hidden,
+                     out.description());
   auto valid = [&](Tensor& t, int64_t e) { return t.select(0, e).slice(0, 0, counts[e]); };
   if (!grouped_) {
     // Expert by expert on its valid rows (exact mode, BF16 experts).
     for (int64_t e = 0; e < experts; ++e) {
       if (counts[e] == 0) continue;
       const Tensor ye = mlp_forward(w_->experts[held_[e]], x.select(0, e).slice(0, 0, counts[e]), precision_);
-      std::copy_n(ye.data<float>(), ye.numel(), valid(out, e).mutable_data<float>());
+      Tensor oe = valid(out, e);
+      if (out.dtype() == DType::kF32)
+        std::copy_n(ye.data<float>(), ye.numel(), oe.mutable_data<float>());
+      else
+        convert(ye.data<float>(), oe.mutable_data<bf16>(), static_cast<size_t>(ye.numel()));
     }
-    return out;
+    return;
   }
   // The masked FP8 GEMMs compute only the valid rows of each expert (DeepGEMM's decode layout).
   Tensor masked = Tensor::empty(DType::kI32, {experts});
@@ -247,13 +257,14 @@ Tensor MoeLayer::experts_forward_masked(const Tensor& x, const Tensor& scales, s
     std::copy_n(q.data.data<fp8_e4m3>(), q.data.numel(), valid(hq, e).mutable_data<fp8_e4m3>());
     std::copy_n(q.scales.data<float>(), q.scales.numel(), valid(hs, e).mutable_data<float>());
   }
+  // BF16 output is rounded by the GEMM, as round_activations would round it.
   gemm::gemm_fp8_grouped_masked(hq, hs, down_, masked, out);
-  for (int64_t e = 0; e < experts; ++e) {
-    if (counts[e] == 0) continue;
-    Tensor oe = valid(out, e);
-    round_activations(precision_, oe);
-  }
-  return out;
+  if (out.dtype() == DType::kF32)
+    for (int64_t e = 0; e < experts; ++e) {
+      if (counts[e] == 0) continue;
+      Tensor oe = valid(out, e);
+      round_activations(precision_, oe);
+    }
 }
 
 Tensor MoeLayer::shared_forward(const Tensor& x) const {

@@ -64,9 +64,9 @@ class MoeLayer {
   Tensor experts_forward(const Tensor& x_fp8, const Tensor& x_scales, const Routing& local) const;
   // The masked layout of low-latency dispatch: x [slots, M, hidden] (FP8 with
   // scales [.., .., ceil(hidden/128)] when takes_fp8(), else F32), of which the first counts[e]
-  // rows of expert e are valid. Returns each valid row's expert output (unweighted), F32
-  // [experts, M, hidden]; other rows are left unset.
-  Tensor experts_forward_masked(const Tensor& x, const Tensor& scales, std::span<const int32_t> counts) const;
+  // rows of expert e are valid. Writes each valid row's expert output (unweighted) into `out`
+  // [experts, M, hidden], F32 or BF16 (the EP combine buffer); other rows are left as they were.
+  void experts_forward_masked(const Tensor& x, const Tensor& scales, std::span<const int32_t> counts, Tensor& out) const;
   // True when experts run as FP8 GEMMs on quantized rows (fast mode, FP8 experts).
   bool takes_fp8() const { return grouped_; }
   // The shared experts' output F32 [tokens, hidden]; undefined when the layer has none.
