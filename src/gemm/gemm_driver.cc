@@ -86,10 +86,10 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
   t.ldsa = pr.ldsa;
   for (int64_t p = 0; p < panels; ++p) t.sb[p] = b.panel_scales(pr.group, first_panel + p);
 
-  // Full-width chunks without an addend are written by the kernel itself: F32 output serves as
-  // the FP32 block, BF16 output is rounded in the last k-block's epilogue (Tile::out_bf16). The
-  // others go through the scratch block and store_rows.
-  const bool kernel_writes_d = !pr.c && cols == panels * kPanelRows;
+  // On the blocked path, full-width chunks without an addend are written by the kernel itself:
+  // F32 output serves as the FP32 block, BF16 output is rounded in the last k-block's epilogue
+  // (Tile::out_bf16). The others go through the scratch block and store_rows.
+  const bool kernel_writes_d = !pr.c && cols == panels * kPanelRows && pr.m > kDirectRows;
   // Points `tile` (its first row at `row` of the problem) at its FP32 block, given the scratch
   // block's row for it, and at the BF16 output when this is the last k-block.
   auto point_output = [&](Tile& tile, int64_t row, float* scratch_row, bool last_kblock) {
@@ -122,10 +122,13 @@ void run_chunk(const PackedWeights& b, const Problem& pr, int64_t first_panel, R
     t.b_fp8 = true;
     t.b_stride = b.panel_stride(first_panel);
     for (int64_t p = 0; p < panels; ++p) t.b[p] = b.panel(pr.group, first_panel + p);
-    point_output(t, 0, s.out.data(), true);
+    // One or two rows: the scratch block and store_rows (their cost is nothing here, and the
+    // streaming kernel keeps the registers the output pointer would take).
+    t.out = s.out.data();
+    t.ldo = width;
     t.store_first = true;
     run_tile(t);
-    if (!kernel_writes_d) store_rows(pr, 0, pr.m, col0, cols, s.out.data(), width);
+    store_rows(pr, 0, pr.m, col0, cols, s.out.data(), width);
     return;
   }
 
