@@ -84,6 +84,11 @@ using detail::read_topk;
 
 int Buffer::next_slot() {
   const int slot = slot_;
+  // Another operation would reuse the slot under the outputs written there (peers' messages
+  // land anywhere in it).
+  CACHALOT_CHECK_ARG(combine_buffer_[slot] == nullptr,
+                     "ep: a low-latency combine buffer was handed out for this operation; the next operation must be "
+                     "the low_latency_combine of it");
   slot_ ^= 1;
   return slot;
 }

@@ -211,7 +211,8 @@ class Buffer {
   // low_latency_zero_copy_slot_bytes, it is this rank's slot itself: the combine then sends
   // nothing and each origin sums its rows straight from the experts' ranks' slots (one pass
   // over the outputs instead of a copy and a pass). Otherwise it is a tensor kept by the Buffer
-  // and the combine copies as usual. Every rank passes its buffer to the combine, or none does.
+  // and the combine copies as usual. Every rank passes its buffer to the combine, or none does,
+  // and the combine is the next operation on this Buffer (another one raises kInvalidArgument).
   Tensor low_latency_combine_buffer(const LowLatencyHandle& handle, DType dtype);
 
   // Slot bytes (TransportOptions::slot_bytes) that never overflow: normal mode with up to

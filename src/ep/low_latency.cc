@@ -237,9 +237,9 @@ PendingCombine Buffer::low_latency_combine(const Tensor& expert_out, const Tenso
   p.dtype_ = expert_out.dtype();
   p.topk_weights = topk_weights;
   p.handle_ = handle;
-  p.slot_ = next_slot();
   // Zero copy: expert_out is this slot's combine buffer; its rows stay where they are.
-  const std::byte* zero_copy_at = std::exchange(combine_buffer_[p.slot_], nullptr);
+  const std::byte* zero_copy_at = std::exchange(combine_buffer_[slot_], nullptr);
+  p.slot_ = next_slot();
   if (zero_copy_at != nullptr && expert_out.raw_data() == zero_copy_at) {
     CACHALOT_CHECK_ARG(combine_offset_[p.slot_] == handle.in_place_bytes,
                        "ep low_latency_combine: the combine buffer was made for another dispatch's handle");

@@ -237,6 +237,24 @@ TEST(EpBuffer, ZeroCopyCombineOnSomeRanksOnlyIsAnError) {
   });
 }
 
+// The combine buffer lies in the slot of the next operation: any operation but its combine
+// would reuse that slot under the outputs, so it is refused, and the combine still goes through.
+TEST(EpBuffer, OnlyTheCombineMayFollowACombineBuffer) {
+  run_local_ranks(2, small_options(), [](Transport& t) {
+    Buffer b(t);
+    const int64_t tokens = 4, hidden = 64, experts = 4;
+    Tensor x = Tensor::zeros(DType::kF32, {tokens, hidden});
+    Tensor topk = Tensor::zeros(DType::kI32, {tokens, 1});
+    Tensor w = Tensor::zeros(DType::kF32, {tokens, 1});
+    LowLatencyRecv r = b.low_latency_dispatch(x, topk, tokens, experts, false).receive();
+    Tensor out = b.low_latency_combine_buffer(r.handle, DType::kF32);
+    EXPECT_THROW(b.low_latency_dispatch(x, topk, tokens, experts, false), Error);
+    PendingCombine c = b.low_latency_combine(out, w, r.handle);
+    EXPECT_TRUE(c.zero_copy());
+    EXPECT_EQ(c.receive().size(0), tokens);
+  });
+}
+
 TEST(EpBuffer, BadArgumentsAreErrors) {
   run_local_ranks(2, small_options(), [](Transport& t) {
     Buffer b(t);
