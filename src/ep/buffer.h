@@ -152,9 +152,9 @@ class PendingDispatch {
   bool fp8_ = false;
   DType dtype_ = DType::kF32;
   LowLatencyHandle handle_;
-  // In place (transports that share memory): senders wrote the rows into this rank's slot at
-  // their final places; counts_[src * num_experts + e] = pairs src sent to expert e.
-  bool in_place_ = false;
+  // In place (handle_.in_place_bytes > 0; transports that share memory): senders wrote the rows
+  // into this rank's slot at their final places; counts_[src * num_experts + e] = pairs src sent
+  // to expert e.
   std::vector<int32_t> counts_;
 };
 

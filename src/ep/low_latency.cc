@@ -95,11 +95,7 @@ PendingDispatch Buffer::low_latency_dispatch(const Tensor& x, const Tensor& topk
   std::copy(topk.begin(), topk.end(), p.handle_.topk_idx.mutable_data<int32_t>());
 
   std::vector<std::vector<Pair>> pairs(static_cast<size_t>(world));
-  std::vector<size_t> sizes(static_cast<size_t>(world));
-  for (int d = 0; d < world; ++d) {
-    pairs[d] = pairs_for(topk, k, d, per);
-    sizes[d] = dispatch_sections(pairs[d].size(), kb, row_bytes).total();
-  }
+  for (int d = 0; d < world; ++d) pairs[d] = pairs_for(topk, k, d, per);
   p.slot_ = next_slot();
   const auto* bytes = static_cast<const std::byte*>(rows.raw_data());
   const int64_t cap = static_cast<int64_t>(world) * max_tokens;
@@ -108,7 +104,6 @@ PendingDispatch Buffer::low_latency_dispatch(const Tensor& x, const Tensor& topk
   // fit one all-gather (every rank decides alike: the inputs are the same on all).
   if (allow_in_place && transport_->shares_memory() && masked.total() <= transport_->options().slot_bytes &&
       static_cast<size_t>(num_experts) * 4 <= transport_->options().control_bytes) {
-    p.in_place_ = true;
     // Notify: every rank learns how many pairs every rank sends to every expert, so each knows
     // where its rows go among each receiver's (sources in rank order, then tokens ascending).
     std::vector<int32_t> mine(static_cast<size_t>(num_experts), 0);
@@ -141,6 +136,8 @@ PendingDispatch Buffer::low_latency_dispatch(const Tensor& x, const Tensor& topk
                      std::vector<size_t>(static_cast<size_t>(world), masked.total()));
     return p;
   }
+  std::vector<size_t> sizes(static_cast<size_t>(world));
+  for (int d = 0; d < world; ++d) sizes[d] = dispatch_sections(pairs[d].size(), kb, row_bytes).total();
   detail::send_messages(*transport_, p.slot_, region_bytes(), sizes, [&](int dst, std::span<std::byte> m) {
     const std::vector<Pair>& ps = pairs[dst];
     const MessageLayout s = dispatch_sections(ps.size(), kb, row_bytes);
@@ -163,7 +160,8 @@ LowLatencyRecv PendingDispatch::receive() {
   CACHALOT_CHECK_ARG(buffer_ != nullptr, "ep: receive() on a dispatch that was not posted or was received already");
   trace::Span span("ep_ll_dispatch_recv", "ep");
   Buffer& b = *std::exchange(buffer_, nullptr);
-  Transport& t = b.complete_round(slot_, "low_latency_dispatch", /*has_headers=*/!in_place_);
+  const bool in_place = handle_.in_place_bytes > 0;
+  Transport& t = b.complete_round(slot_, "low_latency_dispatch", /*has_headers=*/!in_place);
   const int world = t.world_size();
   LowLatencyHandle& h = handle_;
   const int64_t per = h.num_experts / world, cap = static_cast<int64_t>(world) * h.max_tokens, hidden = h.hidden;
@@ -172,7 +170,7 @@ LowLatencyRecv PendingDispatch::receive() {
   LowLatencyRecv r;
   r.count.assign(static_cast<size_t>(per), 0);
   h.rows_from.assign(static_cast<size_t>(world), {});
-  if (in_place_) {
+  if (in_place) {
     // The rows are where the senders put them: the result views the slot.
     const MessageLayout s = in_place_sections(per, cap, kb, row_bytes);
     const std::span<const std::byte> m = t.received(slot_, 0);

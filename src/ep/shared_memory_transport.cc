@@ -185,7 +185,7 @@ class SharedMemoryTransport final : public Transport {
   std::span<std::byte> own_area(int slot, size_t offset, size_t bytes) override {
     check_usable(slot, rank_);
     const SlotState& s = slots_[slot];
-    if (s.phase != Phase::kIdle || (s.round > 0 && !s.completed))
+    if (s.phase != Phase::kIdle)
       raise(ErrorKind::kInternal, "ep: own_area on slot {} while its round {} is in progress", slot, s.round);
     check_range(slot, offset, bytes);
     await_readers(slot);
