@@ -6,19 +6,13 @@
 
 #include "core/convert.h"
 #include "core/error.h"
+#include "core/isa.h"
 #include "core/thread_pool.h"
 #include "core/vector_ops.h"
+#include "gemm/quantize_rows.h"
 
 namespace cachalot::gemm {
 namespace {
-
-constexpr float kMinAmax = 1e-4f;  // keeps all-zero groups from dividing by zero
-
-float scale_for(float amax, ScaleFormat format) {
-  float s = std::max(amax, kMinAmax) / kFp8E4M3Max;
-  if (format == ScaleFormat::kUe8m0) s = std::exp2(std::ceil(std::log2(s)));
-  return s;
-}
 
 void check_matrix(const Tensor& x, const char* what) {
   CACHALOT_CHECK_ARG(x.dim() == 2, "{} must be 2-D, got {}", what, x.description());
@@ -42,12 +36,10 @@ void load_row(const Tensor& x, int64_t r, float* out) {
 float group_amax(const float* x, int64_t n) { return abs_max(x, static_cast<size_t>(n)); }
 
 float quantize_group(const float* x, int64_t n, float amax, fp8_e4m3* out, ScaleFormat format) {
-  amax = std::max(amax, kMinAmax);
-  const float scale = scale_for(amax, format);
   // DeepGEMM multiplies by 448/amax; with UE8M0 the power-of-two scale itself is divided.
-  const float inv = format == ScaleFormat::kUe8m0 ? 1.0f / scale : kFp8E4M3Max / amax;
-  convert_scaled(x, inv, out, static_cast<size_t>(n));
-  return scale;
+  const detail::GroupScale s = detail::group_scale(amax, format);
+  convert_scaled(x, s.inv, out, static_cast<size_t>(n));
+  return s.scale;
 }
 
 Fp8Tensor quantize_activations(const Tensor& x, ScaleFormat format) {
@@ -56,7 +48,18 @@ Fp8Tensor quantize_activations(const Tensor& x, ScaleFormat format) {
   Fp8Tensor out{Tensor::empty(DType::kF8E4M3, {m, k}), Tensor::empty(DType::kF32, {m, kb})};
   auto* q = out.data.mutable_data<fp8_e4m3>();
   auto* s = out.scales.mutable_data<float>();
+  const bool avx512 = active_isa() == Isa::kAvx512;
   ThreadPool::global().parallel_for(0, m, [&](int64_t r0, int64_t r1, int) {
+    if (avx512) {
+      for (int64_t r = r0; r < r1; ++r) {
+        if (x.dtype() == DType::kF32) {
+          avx512::quantize_row(x.data<float>() + r * x.stride(0), k, format, q + r * k, s + r * kb);
+        } else {
+          avx512::quantize_row(x.data<bf16>() + r * x.stride(0), k, format, q + r * k, s + r * kb);
+        }
+      }
+      return;
+    }
     std::vector<float> row(static_cast<size_t>(k));
     for (int64_t r = r0; r < r1; ++r) {
       load_row(x, r, row.data());

@@ -2,9 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
 
 #include "core/error.h"
+#include "core/isa.h"
 #include "tests/gemm/gemm_reference.h"
 
 namespace cachalot::gemm {
@@ -71,6 +76,89 @@ TEST(Quantize, ZeroGroupsAndBf16Input) {
   EXPECT_EQ(testing::fp8_value(q.data, 0, 5), 0.0f);
   EXPECT_FLOAT_EQ(q.scales.at<float>(1, 1), 2.0f / 448.0f);
   EXPECT_EQ(testing::fp8_value(q.data, 1, 129), -448.0f);
+}
+
+// The activation quantizer's AVX-512 rows (a float add rounds to E4M3) against the portable path
+// (group by group through core's convert), bit for bit.
+class QuantizeIsaAgreement : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cpu_features().has_avx512_kernels()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  }
+  void TearDown() override { set_active_isa(Isa::kAvx512); }
+
+  static void expect_same(const Tensor& x, const char* what) {
+    for (const ScaleFormat format : {ScaleFormat::kFloat, ScaleFormat::kUe8m0}) {
+      set_active_isa(Isa::kPortable);
+      const Fp8Tensor want = quantize_activations(x, format);
+      set_active_isa(Isa::kAvx512);
+      const Fp8Tensor got = quantize_activations(x, format);
+      const auto* w = static_cast<const uint8_t*>(want.data.raw_data());
+      const auto* g = static_cast<const uint8_t*>(got.data.raw_data());
+      int64_t mismatches = 0;
+      for (int64_t i = 0; i < x.numel(); ++i)
+        if (w[i] != g[i] && mismatches++ < 5)
+          ADD_FAILURE() << what << ": value " << i << " (row " << i / x.size(1) << ") encodes to " << int(g[i])
+                        << ", portable " << int(w[i]);
+      EXPECT_EQ(mismatches, 0) << what;
+      EXPECT_EQ(std::memcmp(want.scales.raw_data(), got.scales.raw_data(), want.scales.numel() * sizeof(float)), 0)
+          << what << ": scales differ";
+    }
+  }
+};
+
+TEST_F(QuantizeIsaAgreement, EveryBf16ValueInOrderAndShuffled) {
+  // All 65536 codes: in order, each group spans a narrow range (two groups are the infinities
+  // and NaNs, which take the general path); shuffled, groups mix magnitudes, so small values
+  // land on E4M3's subnormal codes.
+  std::vector<uint16_t> codes(65536);
+  std::iota(codes.begin(), codes.end(), uint16_t{0});
+  Tensor x = Tensor::empty(DType::kBF16, {64, 1024});
+  std::memcpy(x.mutable_raw_data(), codes.data(), codes.size() * 2);
+  expect_same(x, "bf16 in order");
+  std::shuffle(codes.begin(), codes.end(), std::mt19937(7));
+  std::memcpy(x.mutable_raw_data(), codes.data(), codes.size() * 2);
+  expect_same(x, "bf16 shuffled");
+}
+
+TEST_F(QuantizeIsaAgreement, TiesSubnormalsSignsAndPartialGroups) {
+  // Groups whose amax is 448 (factor 1), so each value is encoded as it is: every E4M3 midpoint
+  // of both signs (ties round to even), normal and subnormal, and values a hair either side.
+  std::vector<float> v;
+  for (int code = 0; code < 0x7e; ++code) {
+    const float lo = fp8_e4m3_to_float(fp8_e4m3{static_cast<uint8_t>(code)});
+    const float hi = fp8_e4m3_to_float(fp8_e4m3{static_cast<uint8_t>(code + 1)});
+    const float mid = (lo + hi) / 2;
+    for (const float f : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1000.0f), lo})
+      for (const float sign : {1.0f, -1.0f}) v.push_back(sign * f);
+  }
+  const int64_t k = 1000;  // seven full groups and a partial one of 104
+  const int64_t rows = (static_cast<int64_t>(v.size()) + k - 2) / (k - 8) + 1;
+  Tensor x = Tensor::zeros(DType::kF32, {rows, k});
+  size_t next = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < k; ++c) {
+      float* p = x.mutable_data<float>() + r * k + c;
+      if (c % 128 == 0) *p = (r % 2 ? -448.0f : 448.0f);  // each group's amax
+      else if (next < v.size()) *p = v[next++];
+    }
+  // Some groups with an infinity or a NaN, and all-zero and tiny groups.
+  x.mutable_data<float>()[3 * 128 + 5] = INFINITY;
+  x.mutable_data<float>()[k + 2 * 128 + 7] = NAN;
+  for (int64_t c = 0; c < 128; ++c) x.mutable_data<float>()[2 * k + 4 * 128 + c] = c % 3 ? 0.0f : -0.0f;
+  for (int64_t c = 0; c < 128; ++c) x.mutable_data<float>()[2 * k + 5 * 128 + c] = std::ldexp(float(c), -140);
+  expect_same(x, "f32 ties");
+  // F32 values with low mantissa bits (BF16 drops them), at random magnitudes.
+  std::mt19937 rng(3);
+  Tensor y = Tensor::empty(DType::kF32, {16, 2048 + 77});
+  for (int64_t i = 0; i < y.numel(); ++i) {
+    const float f = std::ldexp(1.0f + float(rng() % (1 << 23)) / float(1 << 23), int(rng() % 40) - 30);
+    y.mutable_data<float>()[i] = rng() % 2 ? f : -f;
+  }
+  expect_same(y, "f32 random");
+  Tensor b = Tensor::empty(DType::kBF16, {3, 77});  // under one group
+  for (int64_t i = 0; i < b.numel(); ++i) b.mutable_data<bf16>()[i] = float_to_bf16(y.data<float>()[i]);
+  expect_same(b, "bf16 partial only");
 }
 
 TEST(Quantize, RejectsBadInputs) {
