@@ -29,11 +29,20 @@ template <typename Load> void add_scaled_with(float* y, float w, size_t n, Load 
 
 // 64 floats (four registers, independent sums) per step while a full step fits, then 16 with
 // the tail masked; per element the same sum as the portable loop.
-template <typename Load> void weighted_sum_with(float* y, const float* w, size_t rows, size_t n, Load load) {
+// Each row is prefetched kAheadBytes ahead of the step: the rows (an EP combine's 8 per token,
+// scattered over other ranks' buffers) are short streams that the hardware prefetcher picks up
+// late (LL combine of 128 x 8 rows of 7168 BF16: 0.51-0.56 -> 0.48-0.51 ms).
+template <typename T, typename Load>
+void weighted_sum_with(float* y, const T* const* x, const float* w, size_t rows, size_t n, Load load) {
+  constexpr size_t kAheadBytes = 1024, kStepBytes = 64 * sizeof(T);
   size_t i = 0;
   for (; i + 64 <= n; i += 64) {
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const bool prefetch = (i + 64) * sizeof(T) + kAheadBytes <= n * sizeof(T);
     for (size_t r = 0; r < rows; ++r) {
+      if (prefetch)
+        for (size_t b = 0; b < kStepBytes; b += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(x[r] + i) + kAheadBytes + b, _MM_HINT_T0);
       const __m512 vw = _mm512_set1_ps(w[r]);
       for (int v = 0; v < 4; ++v) acc[v] = _mm512_add_ps(acc[v], _mm512_mul_ps(vw, load(r, i + 16 * v, __mmask16(0xffff))));
     }
@@ -57,10 +66,10 @@ void add_scaled(float* y, const bf16* x, float w, size_t n) {
 }
 
 void weighted_sum(float* y, const float* const* x, const float* w, size_t rows, size_t n) {
-  weighted_sum_with(y, w, rows, n, [&](size_t r, size_t i, __mmask16 m) { return _mm512_maskz_loadu_ps(m, x[r] + i); });
+  weighted_sum_with(y, x, w, rows, n, [&](size_t r, size_t i, __mmask16 m) { return _mm512_maskz_loadu_ps(m, x[r] + i); });
 }
 void weighted_sum(float* y, const bf16* const* x, const float* w, size_t rows, size_t n) {
-  weighted_sum_with(y, w, rows, n, [&](size_t r, size_t i, __mmask16 m) { return load_bf16(x[r] + i, m); });
+  weighted_sum_with(y, x, w, rows, n, [&](size_t r, size_t i, __mmask16 m) { return load_bf16(x[r] + i, m); });
 }
 
 float abs_max(const float* x, size_t n) {
