@@ -6,8 +6,9 @@
 // time (the copy a transfer cannot beat), and MPI_Alltoallv of the same per-destination byte
 // counts (mpirun started as a child: `cachalot bench ep --mpi-peer` is that child's job).
 //
-// Times are per operation: each iteration starts after a barrier, takes the slowest rank's time
-// (the step waits for it), and the median over iterations is reported.
+// Times are per operation: each iteration starts after a barrier and lasts from the first rank's
+// start to the last rank's end (the step waits for every rank; makespan_per_iteration), and
+// the median over iterations is reported. Ours and the peers are timed alike.
 #include <mpi.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -44,8 +45,8 @@ struct EpCase {
 std::vector<EpCase> normal_cases(bool quick) {
   if (quick) return {{4, 128, true}};
   std::vector<EpCase> cases;
-  // 2 ranks: a core per rank on a 2-core machine (4 and 8 share the cores: every wait for a
-  // peer then costs a scheduler time slice, which the memcpy peer never pays).
+  // 2 ranks: a core per rank on a 2-core machine; 4 and 8 share the cores (ours and the memcpy
+  // peer alike: both are timed from the first rank's start to the last rank's end).
   for (const int world : {2, 4, 8})
     for (const int64_t tokens : {128, 512, 4096})
       for (const bool fp8 : {true, false})
@@ -87,20 +88,35 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Per iteration, the slowest rank's seconds, gathered on every rank.
-std::vector<double> slowest_per_iteration(ep::Transport& t, const std::vector<double>& mine) {
-  std::vector<double> all(mine.size() * static_cast<size_t>(t.world_size()));
-  t.all_gather(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(all)));
-  std::vector<double> slowest(mine.size(), 0.0);
-  for (size_t r = 0; r < static_cast<size_t>(t.world_size()); ++r)
-    for (size_t i = 0; i < mine.size(); ++i) slowest[i] = std::max(slowest[i], all[r * mine.size() + i]);
-  return slowest;
+// When an operation ran on one rank, in seconds of the host's monotonic clock (which every
+// process on the host shares).
+struct Interval {
+  double start, end;
+};
+template <typename Fn> Interval timed(Fn&& fn) {
+  const auto clock = [] { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+  const double start = clock();
+  fn();
+  return {start, clock()};
 }
 
-template <typename Fn> double seconds(Fn&& fn) {
-  const auto start = std::chrono::steady_clock::now();
-  fn();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+// Per iteration, the step's time from the first rank's start to the last rank's end, gathered on
+// every rank. Not the slowest rank's own time: with ranks outnumbering cores a rank may wait
+// for a core after the barrier, and its own timer would not count that wait (a memcpy peer
+// timed so looked twice as fast at 4 ranks as all ranks copying at once can be).
+std::vector<double> makespan_per_iteration(ep::Transport& t, const std::vector<Interval>& mine) {
+  std::vector<Interval> all(mine.size() * static_cast<size_t>(t.world_size()));
+  t.all_gather(std::as_bytes(std::span(mine)), std::as_writable_bytes(std::span(all)));
+  std::vector<double> makespan(mine.size());
+  for (size_t i = 0; i < mine.size(); ++i) {
+    double first = all[i].start, last = all[i].end;
+    for (size_t r = 1; r < static_cast<size_t>(t.world_size()); ++r) {
+      first = std::min(first, all[r * mine.size() + i].start);
+      last = std::max(last, all[r * mine.size() + i].end);
+    }
+    makespan[i] = last - first;
+  }
+  return makespan;
 }
 
 // What one shm case measures (rank 0's view), sent back to the parent through a pipe.
@@ -121,17 +137,17 @@ Figures measure_normal(ep::Transport& t, const EpCase& c, int iterations) {
   const Tensor weights = Tensor::zeros(DType::kF32, {c.tokens, kTopK});
   const ep::DispatchLayout layout = buffer.get_dispatch_layout(topk, kExperts);
 
-  std::vector<double> dispatch_s, combine_s, copy_d, copy_c, owned_s;
+  std::vector<Interval> dispatch_s, combine_s, copy_d, copy_c, owned_s;
   double sent = 0, returned = 0;
   for (int i = 0; i <= iterations; ++i) {  // iteration 0 warms pages and caches up
     t.barrier();
-    const double owned = seconds([&] { buffer.dispatch(x, scales, topk, weights, layout); });
+    const Interval owned = timed([&] { buffer.dispatch(x, scales, topk, weights, layout); });
     t.barrier();
     ep::DispatchResult r;
-    const double d = seconds([&] { r = buffer.dispatch(x, scales, topk, weights, layout, {.in_place = true}); });
+    const Interval d = timed([&] { r = buffer.dispatch(x, scales, topk, weights, layout, {.in_place = true}); });
     const Tensor out = Tensor::zeros(DType::kBF16, {r.x.size(0), kHidden});
     t.barrier();
-    const double cb = seconds([&] { buffer.combine(out, r.handle); });
+    const Interval cb = timed([&] { buffer.combine(out, r.handle); });
     if (i == 0) {
       for (int dst = 0; dst < t.world_size(); ++dst) sent += layout.tokens_per_rank[dst] * static_cast<double>(row_bytes(c.fp8));
       returned = static_cast<double>(out.nbytes());
@@ -147,9 +163,9 @@ Figures measure_normal(ep::Transport& t, const EpCase& c, int iterations) {
   std::memset(dst.data(), 2, dst.size());
   for (int i = 0; i <= iterations; ++i) {
     t.barrier();
-    const double a = seconds([&] { std::memcpy(dst.data(), src.data(), static_cast<size_t>(sent)); });
+    const Interval a = timed([&] { std::memcpy(dst.data(), src.data(), static_cast<size_t>(sent)); });
     t.barrier();
-    const double b = seconds([&] { std::memcpy(dst.data(), src.data(), static_cast<size_t>(returned)); });
+    const Interval b = timed([&] { std::memcpy(dst.data(), src.data(), static_cast<size_t>(returned)); });
     if (i == 0) continue;
     copy_d.push_back(a);
     copy_c.push_back(b);
@@ -161,11 +177,11 @@ Figures measure_normal(ep::Transport& t, const EpCase& c, int iterations) {
     mean_sent += all[2 * r] / t.world_size();
     mean_returned += all[2 * r + 1] / t.world_size();
   }
-  return {median(slowest_per_iteration(t, dispatch_s)), median(slowest_per_iteration(t, combine_s)),
-          median(slowest_per_iteration(t, copy_d)),     median(slowest_per_iteration(t, copy_c)),
+  return {median(makespan_per_iteration(t, dispatch_s)), median(makespan_per_iteration(t, combine_s)),
+          median(makespan_per_iteration(t, copy_d)),     median(makespan_per_iteration(t, copy_c)),
           mean_sent,
           mean_returned,
-          median(slowest_per_iteration(t, owned_s))};
+          median(makespan_per_iteration(t, owned_s))};
 }
 
 // Free bytes in /dev/shm (0 if it cannot be read).
@@ -184,7 +200,7 @@ Figures measure_low_latency(ep::Transport& t, int64_t tokens, int iterations) {
   const Tensor topk = make_topk(t.rank(), tokens);
   const Tensor weights = Tensor::zeros(DType::kF32, {tokens, kTopK});
   const int64_t per = kExperts / t.world_size();
-  std::vector<double> dispatch_s, combine_s, copy_s;
+  std::vector<Interval> dispatch_s, combine_s, copy_s;
   double pairs_in = 0;
   bool zero_copy = false;
   // The experts' output goes into the combine buffer (zero copy where the slot holds it). Its
@@ -196,7 +212,7 @@ Figures measure_low_latency(ep::Transport& t, int64_t tokens, int iterations) {
   for (int i = 0; i <= iterations; ++i) {
     t.barrier();
     ep::LowLatencyRecv r;
-    const double d = seconds([&] { r = buffer.low_latency_dispatch(x, topk, tokens, kExperts, true).receive(); });
+    const Interval d = timed([&] { r = buffer.low_latency_dispatch(x, topk, tokens, kExperts, true).receive(); });
     t.barrier();
     if (i == 0) {
       Tensor out = buffer.low_latency_combine_buffer(r.handle, DType::kBF16);
@@ -209,7 +225,7 @@ Figures measure_low_latency(ep::Transport& t, int64_t tokens, int iterations) {
       for (const int32_t n : r.count) pairs_in += n;
       continue;
     }
-    const double cb = seconds([&] {
+    const Interval cb = timed([&] {
       const Tensor out = buffer.low_latency_combine_buffer(r.handle, DType::kBF16);
       buffer.low_latency_combine(out, weights, r.handle).receive();
     });
@@ -223,14 +239,14 @@ Figures measure_low_latency(ep::Transport& t, int64_t tokens, int iterations) {
   std::memset(dst.data(), 2, dst.size());
   for (int i = 0; i <= iterations; ++i) {
     t.barrier();
-    const double c = seconds([&] {
+    const Interval c = timed([&] {
       std::memcpy(dst.data(), src.data(), static_cast<size_t>(sent));
       std::memcpy(dst.data(), src.data(), static_cast<size_t>(returned));
     });
     if (i > 0) copy_s.push_back(c);
   }
-  return {median(slowest_per_iteration(t, dispatch_s)), median(slowest_per_iteration(t, combine_s)),
-          median(slowest_per_iteration(t, copy_s)), 0, sent, returned, 0, zero_copy};
+  return {median(makespan_per_iteration(t, dispatch_s)), median(makespan_per_iteration(t, combine_s)),
+          median(makespan_per_iteration(t, copy_s)), 0, sent, returned, 0, zero_copy};
 }
 
 // Runs `measure` on `world` shm processes and returns rank 0's figures.
@@ -278,11 +294,14 @@ void mpi_peer(const Options& options) {
     std::vector<double> times;
     for (int i = 0; i <= iterations; ++i) {
       MPI_Barrier(MPI_COMM_WORLD);
-      double s = seconds([&] {
+      const Interval s = timed([&] {
         MPI_Alltoallv(in.data(), send.data(), sd.data(), MPI_BYTE, out.data(), recv.data(), rd.data(), MPI_BYTE, MPI_COMM_WORLD);
       });
-      MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-      if (i > 0) times.push_back(s);
+      // The step's time as for our ranks (makespan_per_iteration): the ranks share one host's clock.
+      double first = s.start, last = s.end;
+      MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+      MPI_Allreduce(MPI_IN_PLACE, &last, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+      if (i > 0) times.push_back(last - first);
     }
     if (rank == 0) std::printf("mpi-peer\t%s\t%.9f\n", c.name().c_str(), median(times));
   }
