@@ -221,15 +221,24 @@ std::vector<int64_t> send_in_place(Transport& transport, int slot, const RowWrit
   }
   std::vector<int64_t> recv_begin(static_cast<size_t>(world) + 1, 0);
   for (int src = 0; src < world; ++src) recv_begin[src + 1] = recv_begin[src] + counts[src * world + me];
+  std::vector<MessageLayout> sections;
+  std::vector<std::span<std::byte>> windows;
+  std::vector<int64_t> next_row(static_cast<size_t>(world), 0);  // my rows start after lower ranks'
   for (int dst = 0; dst < world; ++dst) {
-    const MessageLayout s = dispatch_sections(received[dst], writer.k, writer.kb, writer.row_bytes);
-    int64_t row = 0;  // where my rows start among dst's: after those of lower ranks
-    for (int src = 0; src < me; ++src) row += counts[src * world + dst];
+    sections.push_back(dispatch_sections(received[dst], writer.k, writer.kb, writer.row_bytes));
+    for (int src = 0; src < me; ++src) next_row[dst] += counts[src * world + dst];
     // Every sender's window spans the receiver's whole layout; each writes only its own rows.
-    const std::span<std::byte> m = transport.send_window(slot, dst, 0, s.total());
-    for (int64_t t = 0; t < layout.num_tokens; ++t)
-      if (layout.is_token_in_rank[t * world + dst]) writer.write(m, s, dst, t, row++);
+    windows.push_back(transport.send_window(slot, dst, 0, sections.back().total()));
   }
+  // A block of tokens at a time, to each destination in turn: the block's rows of x stay in
+  // cache between destinations (each row is read from memory once, not once per destination:
+  // ~5 times at 8 ranks), and each destination's rows are still written as one run (token by
+  // token to every destination interleaved 6 x ranks write streams, which lost at 2 ranks).
+  constexpr int64_t kTokensPerBlock = 32;
+  for (int64_t t0 = 0; t0 < layout.num_tokens; t0 += kTokensPerBlock)
+    for (int dst = 0; dst < world; ++dst)
+      for (int64_t t = t0; t < std::min(layout.num_tokens, t0 + kTokensPerBlock); ++t)
+        if (layout.is_token_in_rank[t * world + dst]) writer.write(windows[dst], sections[dst], dst, t, next_row[dst]++);
   const size_t mine = dispatch_sections(received[me], writer.k, writer.kb, writer.row_bytes).total();
   transport.post(slot, std::vector<size_t>(static_cast<size_t>(world), 0), std::vector<size_t>(static_cast<size_t>(world), mine));
   return recv_begin;
