@@ -239,7 +239,7 @@ std::vector<int64_t> send_in_place(Transport& transport, int slot, const RowWrit
     for (int dst = 0; dst < world; ++dst)
       for (int64_t t = t0; t < std::min(layout.num_tokens, t0 + kTokensPerBlock); ++t)
         if (layout.is_token_in_rank[t * world + dst]) writer.write(windows[dst], sections[dst], dst, t, next_row[dst]++);
-  const size_t mine = dispatch_sections(received[me], writer.k, writer.kb, writer.row_bytes).total();
+  const size_t mine = sections[me].total();
   transport.post(slot, std::vector<size_t>(static_cast<size_t>(world), 0), std::vector<size_t>(static_cast<size_t>(world), mine));
   return recv_begin;
 }

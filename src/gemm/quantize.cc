@@ -1,7 +1,6 @@
 #include "gemm/quantize.h"
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "core/convert.h"
